@@ -1,0 +1,98 @@
+"""The shared shape of every training data module: a train set in the columns a loss needs, plus STS evaluation."""
+
+import logging
+from collections.abc import Mapping
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from embedlab.data.collate import Collator
+from embedlab.data.sampler import ShardedBatchSampler
+from embedlab.data.sources import load_source
+from embedlab.encoder import Tokenize
+from embedlab.errors import ConfigError, DataError
+from embedlab.losses.signature import choose_format
+
+log = logging.getLogger(__name__)
+STS_COLUMNS = ["sentence1", "sentence2"]
+
+
+class EmbeddingDataModule(L.LightningDataModule):
+    """Subclasses name the column sets they can produce in `formats` and load rows in `load_train(format)`.
+
+    `fit_loss` runs at start-up, before any data loads: it picks the format that fits the loss or fails naming
+    both sides. Evaluation sets are (sentence1, sentence2, score) sources under `sts_eval`.
+    """
+
+    formats: dict[str, tuple[str, ...]] = {}
+
+    def __init__(self, name: str, batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
+                 seed: int = 42, sts_eval: Mapping | None = None):
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
+        self.name = name
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.sts_eval = sts_eval or {}
+        self.format: str | None = None
+        self.tokenize: Tokenize | None = None
+        self.train_rows: list[dict] | None = None
+        self.eval_rows: dict[str, list[dict]] = {}
+
+    def fit_loss(self, loss_name: str, loss_class) -> list[str]:
+        """Choose the format for this loss; returns the text columns in the order the loss reads them."""
+        signature = loss_class.signature
+        self.format = choose_format(loss_name, signature, self.name, self.formats)
+        self.unique_texts = loss_class.uses_in_batch_negatives
+        self.text_columns = signature.text_columns(self.formats[self.format])
+        self.target_column = signature.target
+        return self.text_columns
+
+    def load_train(self, format: str) -> tuple[list[dict], str]:
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        if self.format is None or self.tokenize is None:
+            raise ConfigError("call fit_loss() and set tokenize before setting up the data module")
+        if stage == "fit" and self.train_rows is None:
+            self.train_rows, origin = self.load_train(self.format)
+            if not self.train_rows:
+                raise DataError(f"data '{self.name}': no training rows in {origin}")
+            log.info("data %s: %d %s rows from %s", self.name, len(self.train_rows), self.format, origin)
+        for split in {"fit": ["dev"], "validate": ["dev"], "test": ["test"]}.get(stage, []):
+            if split in self.sts_eval and split not in self.eval_rows:
+                rows, origin = load_source(self.sts_eval[split], f"evaluation '{self.sts_eval['name']}' {split}")
+                # Similar lengths share a batch, so evaluation spends little on padding.
+                self.eval_rows[split] = sorted(rows, key=lambda r: len(r["sentence1"]) + len(r["sentence2"]))
+                log.info("evaluation %s %s: %d pairs from %s", self.sts_eval["name"], split, len(rows), origin)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = ShardedBatchSampler(
+            [tuple(row[column] for column in self.text_columns) for row in self.train_rows],
+            batch_size=self.batch_size, unique_texts=self.unique_texts, seed=self.seed,
+            rank=self._rank(), world_size=self._world_size())
+        return DataLoader(self.train_rows, batch_sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=Collator(self.tokenize, self.text_columns, self.target_column),
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("dev")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader | list:
+        if split not in self.eval_rows:
+            return []
+        # Each process scores its own share; the metrics gather the shares before computing the correlation.
+        rows = self.eval_rows[split][self._rank()::self._world_size()]
+        return DataLoader(rows, batch_size=self.eval_batch_size, collate_fn=Collator(self.tokenize, STS_COLUMNS, "score"))
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1

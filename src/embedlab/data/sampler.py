@@ -1,0 +1,72 @@
+"""Batch sampling that shards across DDP processes itself and can keep every text unique within a batch."""
+
+import random
+
+from torch.utils.data import Sampler
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of row indices for one process out of `world_size`.
+
+    All processes plan the same global batches of `batch_size * world_size` rows (same seed, same epoch) and each
+    takes its own slice, so in-batch negatives gathered across processes come from one coherent global batch.
+    With `unique_texts`, no text appears twice in a global batch: for in-batch negatives a repeated premise
+    would be a false negative. Under DDP a short last global batch is dropped so every process steps together.
+    """
+
+    def __init__(self, row_texts: list[tuple[str, ...]], batch_size: int, unique_texts: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = False):
+        super().__init__()
+        self.row_texts = row_texts
+        self.batch_size = batch_size
+        self.unique_texts = unique_texts
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last or world_size > 1
+        self.epoch = 0
+        self._planned: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        yield from self._plan()
+
+    def __len__(self) -> int:
+        return len(self._plan())
+
+    def _plan(self) -> list[list[int]]:
+        if self._planned is None or self._planned[0] != self.epoch:
+            self._planned = (self.epoch, self._local_batches())
+        return self._planned[1]
+
+    def _local_batches(self) -> list[list[int]]:
+        order = list(range(len(self.row_texts)))
+        random.Random(self.seed + self.epoch).shuffle(order)
+        global_size = self.batch_size * self.world_size
+        batches = self._unique_batches(order, global_size) if self.unique_texts else [
+            order[start:start + global_size] for start in range(0, len(order), global_size)]
+        if self.drop_last:
+            batches = [batch for batch in batches if len(batch) == global_size]
+        start = self.rank * self.batch_size
+        return [batch[start:start + self.batch_size] for batch in batches if batch[start:start + self.batch_size]]
+
+    def _unique_batches(self, order: list[int], size: int) -> list[list[int]]:
+        batches = []
+        remaining = order
+        while remaining:
+            batch, seen, deferred = [], set(), []
+            position = 0
+            for position, index in enumerate(remaining):
+                texts = self.row_texts[index]
+                if seen.isdisjoint(texts):
+                    batch.append(index)
+                    seen.update(texts)
+                    if len(batch) == size:
+                        break
+                else:
+                    deferred.append(index)
+            batches.append(batch)
+            remaining = deferred + remaining[position + 1:]
+        return batches

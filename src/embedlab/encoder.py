@@ -1,0 +1,251 @@
+"""The sentence encoder: a Hugging Face backbone, pooling and optional normalisation.
+
+It saves and loads the sentence-transformers folder layout, so a saved model opens unchanged in
+`sentence_transformers.SentenceTransformer` and gives the same embeddings.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+from embedlab.errors import ConfigError
+from embedlab.pooling import POOLING_MODES, pool
+
+POOLING_DIR = "1_Pooling"
+NORMALIZE_DIR = "2_Normalize"
+# The classic module names: every sentence-transformers release from 2.x to 6.x resolves them.
+ST_TRANSFORMER = "sentence_transformers.models.Transformer"
+ST_POOLING = "sentence_transformers.models.Pooling"
+ST_NORMALIZE = "sentence_transformers.models.Normalize"
+DEFAULT_MAX_SEQ_LENGTH_CAP = 512
+
+
+@dataclass
+class Tokenize:
+    """The encoder's tokenisation, small enough to send to DataLoader workers without the model."""
+
+    tokenizer: object
+    max_seq_length: int
+    do_lower_case: bool = False
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if self.do_lower_case:
+            texts = [text.lower() for text in texts]
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
+                                   return_tensors="pt"))
+
+
+class SentenceEncoder(nn.Module):
+    def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", normalize: bool = False,
+                 max_seq_length: int = 256, do_lower_case: bool = False):
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
+        self.backbone = backbone
+        # BERT-style backbones carry a [CLS] pooler that sentence embeddings never use; frozen, it is kept in the
+        # saved weights unchanged and DDP does not wait for gradients that never come.
+        if isinstance(getattr(backbone, "pooler", None), nn.Module):
+            backbone.pooler.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_seq_length = max_seq_length
+        self.do_lower_case = do_lower_case
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.backbone.config.hidden_size
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
+                        max_seq_length: int | None = None, trust_remote_code: bool = False) -> "SentenceEncoder":
+        """Load a sentence-transformers folder or a plain Hugging Face checkpoint (local path or hub id).
+
+        Arguments left as None keep what the saved model says, or the defaults for a plain checkpoint.
+        """
+        path = _resolve_location(str(name_or_path))
+        saved = _read_sentence_transformers_layout(path) if path is not None else {}
+        location = str(path) if path is not None else str(name_or_path)
+        backbone, tokenizer = _load_backbone(location, trust_remote_code)
+        if max_seq_length is None:
+            max_seq_length = saved.get("max_seq_length") or _default_max_seq_length(backbone, tokenizer)
+        return cls(
+            backbone,
+            tokenizer,
+            pooling=pooling or saved.get("pooling", "mean"),
+            normalize=saved.get("normalize", False) if normalize is None else normalize,
+            max_seq_length=int(max_seq_length),
+            do_lower_case=saved.get("do_lower_case", False),
+        )
+
+    load = from_pretrained
+
+    @property
+    def tokenize(self) -> "Tokenize":
+        return Tokenize(self.tokenizer, self.max_seq_length, self.do_lower_case)
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        token_embeddings = self.backbone(**features).last_hidden_state
+        embeddings = pool(token_embeddings, features["attention_mask"], self.pooling)
+        if self.normalize:
+            embeddings = F.normalize(embeddings, p=2, dim=-1)
+        return embeddings
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False) -> Tensor:
+        """Embed texts in eval mode; returns a CPU float tensor in the order of `texts`."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        # Longest first: similar lengths share a batch, so little compute goes to padding.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        chunks = []
+        for start in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress_bar):
+            batch = [texts[i] for i in order[start:start + batch_size]]
+            features = {k: v.to(device) for k, v in self.tokenize(batch).items()}
+            chunks.append(self(features).float().cpu())
+        self.train(was_training)
+        if not chunks:
+            return torch.empty(0, self.embedding_dim)
+        embeddings = torch.cat(chunks)
+        restored = torch.empty_like(embeddings)
+        restored[torch.tensor(order)] = embeddings
+        return restored
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the sentence-transformers layout atomically: a failed save leaves an older model intact."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self._write_layout(staging)
+            _replace_directory(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    def _write_layout(self, directory: Path) -> None:
+        self.backbone.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+        modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
+                   {"idx": 1, "name": "1", "path": POOLING_DIR, "type": ST_POOLING}]
+        if self.normalize:
+            modules.append({"idx": 2, "name": "2", "path": NORMALIZE_DIR, "type": ST_NORMALIZE})
+            (directory / NORMALIZE_DIR).mkdir()
+        _write_json(directory / "modules.json", modules)
+        _write_json(directory / POOLING_DIR / "config.json", {
+            "word_embedding_dimension": self.embedding_dim,
+            "pooling_mode_cls_token": self.pooling == "cls",
+            "pooling_mode_mean_tokens": self.pooling == "mean",
+            "pooling_mode_max_tokens": self.pooling == "max",
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        })
+        _write_json(directory / "sentence_bert_config.json",
+                    {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
+        _write_json(directory / "config_sentence_transformers.json", {
+            "__version__": {"embedlab": _package_version(), "pytorch": torch.__version__},
+            "prompts": {},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        })
+
+
+def _resolve_location(name_or_path: str) -> Path | None:
+    """A local folder, or None for a hub id; a path-like name that does not exist is an error."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"backbone path '{name_or_path}' is a file; give the model's folder")
+        return path
+    looks_like_path = path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+    if looks_like_path:
+        raise ConfigError(f"backbone path '{name_or_path}' does not exist")
+    return None
+
+
+def _read_sentence_transformers_layout(path: Path) -> dict:
+    modules_file = path / "modules.json"
+    if not modules_file.exists():
+        return {}
+    saved: dict = {}
+    for module in json.loads(modules_file.read_text()):
+        kind = module["type"].rsplit(".", 1)[-1]
+        if kind == "Transformer":
+            if module.get("path", "") not in ("", "."):
+                raise ConfigError(f"{modules_file}: the transformer must sit in the model's root folder")
+        elif kind == "Pooling":
+            saved["pooling"] = _pooling_mode(json.loads((path / module["path"] / "config.json").read_text()))
+        elif kind == "Normalize":
+            saved["normalize"] = True
+        else:
+            raise ConfigError(f"{modules_file}: module type {module['type']!r} is not supported "
+                              "(supported: Transformer, Pooling, Normalize)")
+    st_config = path / "sentence_bert_config.json"
+    if st_config.exists():
+        config = json.loads(st_config.read_text())
+        saved["max_seq_length"] = config.get("max_seq_length")
+        saved["do_lower_case"] = bool(config.get("do_lower_case", False))
+    return saved
+
+
+def _pooling_mode(config: dict) -> str:
+    if "pooling_mode" in config:  # the sentence-transformers 5+ spelling
+        mode = config["pooling_mode"]
+    else:
+        flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
+        chosen = [mode for mode, key in flags.items() if config.get(key)]
+        if len(chosen) != 1 or config.get("pooling_mode_mean_sqrt_len_tokens"):
+            raise ConfigError(f"pooling config {config} is not one of {', '.join(POOLING_MODES)}")
+        mode = chosen[0]
+    if mode not in POOLING_MODES:
+        raise ConfigError(f"saved pooling mode {mode!r} is not supported; choose one of {', '.join(POOLING_MODES)}")
+    return mode
+
+
+def _load_backbone(location: str, trust_remote_code: bool):
+    try:
+        backbone = AutoModel.from_pretrained(location, trust_remote_code=trust_remote_code, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"could not load backbone '{location}': {first_line}. Offline? Set "
+                          "backbone.name_or_path to a local model folder.") from error
+    return backbone, tokenizer
+
+
+def _default_max_seq_length(backbone, tokenizer) -> int:
+    limits = [DEFAULT_MAX_SEQ_LENGTH_CAP, tokenizer.model_max_length,
+              getattr(backbone.config, "max_position_embeddings", DEFAULT_MAX_SEQ_LENGTH_CAP)]
+    return int(min(limits))
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    retired = target.with_name(f".{target.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    os.replace(target, retired)
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def _package_version() -> str:
+    from embedlab import __version__
+
+    return __version__

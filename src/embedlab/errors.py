@@ -1,0 +1,13 @@
+"""Errors that reach the user as one line, never as a traceback from deep inside torch."""
+
+
+class EmbedlabError(Exception):
+    """A problem with the user's configuration or data, stated in one line."""
+
+
+class ConfigError(EmbedlabError):
+    """The configuration cannot work: a bad path, a loss that does not fit the data."""
+
+
+class DataError(EmbedlabError):
+    """The data cannot be trained on: a missing column, an empty text, an unreadable file."""

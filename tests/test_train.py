@@ -1,0 +1,142 @@
+"""End-to-end runs of `python train.py` on the tiny model and tiny data in the ../shared/data layout."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from embedlab.encoder import SentenceEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECTS = ["the man", "a woman", "the dog", "a cat", "the boy", "a girl", "the child", "the band"]
+VERBS = ["plays", "runs", "sits", "eats", "sleeps", "walks", "sings", "jumps"]
+PLACES = ["in the park", "at home", "on the road", "by the river", "in the city", "at school"]
+
+
+def sentence(rng: random.Random) -> str:
+    return f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(PLACES)}."
+
+
+def write_sts(path: Path, rows: int, rng: random.Random) -> None:
+    lines = [f"main-captions\tMSRvid\t2012test\t{i:04d}\t{rng.uniform(0, 5):.2f}\t{sentence(rng)}\t{sentence(rng)}"
+             for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A few dozen rows in each file the default configs read, laid out like ../shared/data."""
+    root = tmp_path_factory.mktemp("data")
+    rng = random.Random(0)
+    sts = root / "stsbenchmark"
+    sts.mkdir()
+    write_sts(sts / "sts-train.csv", 48, rng)
+    write_sts(sts / "sts-dev.csv", 24, rng)
+    write_sts(sts / "sts-test.csv", 24, rng)
+    nli = root / "nli_ling_in_loop"
+    nli.mkdir()
+    for protocol in ("baseline", "LotS", "LitL"):
+        rows = []
+        for i in range(24):
+            premise = f"{sentence(rng)[:-1]} number {i}."
+            for label in ("entailment", "neutral", "contradiction"):
+                rows.append({"premise": premise, "hypothesis": f"{sentence(rng)[:-1]} {protocol} {label}.",
+                             "label": label})
+        (nli / f"train_round1-5_{protocol}_concat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def run_train(*overrides: str, run_dir: Path, data_dir: Path, backbone: str, timeout: int = 300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+           "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "train.py", f"backbone.name_or_path={backbone}", f"paths.data_dir={data_dir}",
+               f"hydra.run.dir={run_dir}", "evaluation.every_n_steps=2", "data.batch_size=8", *overrides]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, expected: str) -> None:
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("embedlab: error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
+
+
+def test_stsb_cosine_run_writes_the_run_contract(tmp_path, tiny_data_dir, tiny_model_dir):
+    run_dir = tmp_path / "run"
+    result = run_train("experiment=stsb_cosine", "evaluation.every_n_steps=2", "logger=csv",
+                       run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in ("dev/stsb/spearman_cosine", "dev/stsb/pearson_cosine", "test/stsb/spearman_cosine",
+                "test/stsb/pearson_cosine", "train/samples_per_second"):
+        assert key in results
+    assert -1 <= results["test/stsb/spearman_cosine"] <= 1
+    assert results["train/samples_per_second"] > 0
+    assert (run_dir / "config.yaml").exists() and (run_dir / "csv" / "metrics.csv").exists()
+    assert "dev/stsb/spearman_cosine" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+
+    # The trained weights are what was saved: they differ from the starting backbone.
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["the man plays in the park.", "a cat sleeps at home."]
+    ours = SentenceEncoder.load(run_dir / "model").encode(texts)
+    theirs = SentenceTransformer(str(run_dir / "model"), device="cpu").encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(theirs.cpu(), ours, atol=1e-5, rtol=1e-4)
+    untrained = SentenceEncoder.load(tiny_model_dir).encode(texts)
+    assert not torch.allclose(ours, untrained, atol=1e-4)
+
+
+def test_two_process_ddp_mnr_run_with_offline_wandb(tmp_path, tiny_data_dir, tiny_model_dir):
+    run_dir = tmp_path / "run"
+    result = run_train("loss=mnr", "data=nli", "trainer=ddp_cpu", "trainer.devices=2", "logger=wandb",
+                       run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output
+    assert "test/stsb/spearman_cosine" in json.loads((run_dir / "results.json").read_text())
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert (run_dir / "model" / "modules.json").exists()
+
+
+def test_loss_data_mismatch_fails_before_loading_anything(tmp_path, tiny_data_dir):
+    # The backbone does not exist either: the mismatch must be reported first, before any model loads.
+    result = run_train("loss=softmax", "data=stsb", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
+                       backbone="/no/such/model")
+    assert_one_line_error(result, "loss 'softmax' needs columns (sentence1, sentence2, label) but data 'stsb' "
+                                  "provides (sentence1, sentence2, score)")
+
+
+def test_missing_backbone_path(tmp_path, tiny_data_dir):
+    result = run_train("data=stsb", "loss=cosine", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
+                       backbone="/no/such/model")
+    assert_one_line_error(result, "backbone path '/no/such/model' does not exist")
+
+
+def test_empty_text_in_a_column(tmp_path, tiny_data_dir, tiny_model_dir):
+    table = tmp_path / "pairs.csv"
+    table.write_text("s1,s2,score\nthe man runs.,a man runs.,0.9\nthe dog sits.,,0.2\n")
+    result = run_train("data=pairs", "loss=cosine", f"data.source.local.path={table}",
+                       "data.source.local.columns={sentence1: s1, sentence2: s2, score: score}",
+                       run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert_one_line_error(result, "pairs.csv:3: empty or non-text value '' in column 'sentence2'")
+
+
+def test_missing_column(tmp_path, tiny_data_dir, tiny_model_dir):
+    table = tmp_path / "pairs.jsonl"
+    table.write_text('{"query": "the man runs.", "answer": "a man runs."}\n')
+    result = run_train("data=pairs", "loss=mnr", f"data.source.local.path={table}",
+                       "data.source.local.columns={anchor: query, positive: positive}",
+                       run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert_one_line_error(result, "missing column 'positive'")
+
+
+def test_no_local_data_and_no_hub_says_how_to_point_at_local_data(tmp_path, tiny_model_dir):
+    result = run_train("data=stsb", "loss=cosine", run_dir=tmp_path / "run", data_dir=tmp_path / "empty",
+                       backbone=tiny_model_dir)
+    assert_one_line_error(result, "paths.data_dir")
