@@ -110,7 +110,7 @@ def test_stsb_style_tsv_with_extra_columns_and_stray_quotes(tmp_path):
     path.write_text('main-news\tf\t2012\t1\t4.0\tHe said "yes.\tHe agreed.\n'
                     'main-news\tf\t2012\t2\t1.5\tA cat.\tA dog.\tsrc1\tsrc2\n')
     rows = read_local(str(path), {"sentence1": 5, "sentence2": 6, "score": 4}, delimiter="\t", quoting="none",
-                      header=False, score_scale=5.0)
+                      header=False, score_range=(0, 5))
     assert rows == [{"sentence1": 'He said "yes.', "sentence2": "He agreed.", "score": 0.8},
                     {"sentence1": "A cat.", "sentence2": "A dog.", "score": 0.3}]
 
@@ -153,3 +153,12 @@ def test_unreachable_hub_without_local_file_says_how_to_point_at_local_data(monk
 def test_triplet_loss_takes_exactly_one_negative():
     assert TripletLoss.signature.text_columns(("anchor", "positive", "negative")) == ["anchor", "positive", "negative"]
     assert TripletLoss.signature.text_columns(("anchor", "positive", "negative", "negative_1")) is None
+
+
+def test_scores_are_rescaled_from_their_range(tmp_path):
+    path = tmp_path / "SICK_train.txt"
+    path.write_text("pair_ID\tsentence_A\tsentence_B\trelatedness_score\n1\tA kid plays.\tA child plays.\t5.0\n"
+                    "2\tA kid plays.\tA man sleeps.\t1.0\n3\tA dog runs.\tA dog walks.\t3.0\n")
+    rows = read_local(str(path), {"sentence1": "sentence_A", "sentence2": "sentence_B", "score": "relatedness_score"},
+                      quoting="none", score_range=(1, 5))
+    assert [row["score"] for row in rows] == [1.0, 0.0, 0.5]

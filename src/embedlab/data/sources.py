@@ -34,18 +34,21 @@ def load_source(source: Mapping, description: str) -> tuple[list[dict], str]:
 
 
 def read_local(path: str, columns: Mapping[str, str | int], delimiter: str | None = None, quoting: str = "minimal",
-               header: bool = True, score_scale: float = 1.0) -> list[dict]:
-    """Read a jsonl, csv or tsv file; `columns` maps our names to the file's names (or 0-based indices)."""
+               header: bool = True, score_range: tuple[float, float] = (0.0, 1.0)) -> list[dict]:
+    """Read a jsonl, csv or tsv file; `columns` maps our names to the file's names (or 0-based indices).
+
+    Scores are rescaled from `score_range` to [0, 1], e.g. STSB's 0-5 or SICK's 1-5.
+    """
     path = Path(path)
     if path.suffix in (".jsonl", ".json"):
         records = _read_jsonl(path)
     else:
         records = _read_delimited(path, delimiter or ("," if path.suffix == ".csv" else "\t"), quoting, header)
-    return [_select(record, columns, score_scale, f"{path}:{line}") for line, record in records]
+    return [_select(record, columns, score_range, f"{path}:{line}") for line, record in records]
 
 
 def read_hub(id: str, split: str, columns: Mapping[str, str], subset: str | None = None,
-             score_scale: float = 1.0) -> list[dict]:
+             score_range: tuple[float, float] = (0.0, 1.0)) -> list[dict]:
     import datasets
 
     try:
@@ -54,7 +57,7 @@ def read_hub(id: str, split: str, columns: Mapping[str, str], subset: str | None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(f"could not load '{id}' ({split}) from the Hugging Face hub: {reason[:200]}. "
                         f"{LOCAL_DATA_HINT}") from error
-    return [_select(record, columns, score_scale, f"hub:{id}/{split} row {i}") for i, record in enumerate(dataset)]
+    return [_select(record, columns, score_range, f"hub:{id}/{split} row {i}") for i, record in enumerate(dataset)]
 
 
 def _read_jsonl(path: Path):
@@ -81,7 +84,7 @@ def _read_delimited(path: Path, delimiter: str, quoting: str, header: bool):
             yield reader.line_num, (dict(zip(names, row)) if names is not None else dict(enumerate(row)))
 
 
-def _select(record: Mapping, columns: Mapping[str, str | int], score_scale: float, where: str) -> dict:
+def _select(record: Mapping, columns: Mapping[str, str | int], score_range, where: str) -> dict:
     row = {}
     for ours, theirs in columns.items():
         if theirs not in record:
@@ -92,7 +95,8 @@ def _select(record: Mapping, columns: Mapping[str, str | int], score_scale: floa
         if column not in TARGET_COLUMNS and (not isinstance(value, str) or not value.strip()):
             raise DataError(f"{where}: empty or non-text value {value!r} in column '{column}'")
     if "score" in row:
-        row["score"] = _to_score(row["score"], where) / score_scale
+        low, high = score_range
+        row["score"] = (_to_score(row["score"], where) - low) / (high - low)
     return row
 
 
