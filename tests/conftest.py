@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny randomly initialised BERT built locally, never downloaded."""
 
+import json
 import os
+import random
 import string
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,3 +69,48 @@ def tiny_model_dir(tmp_path_factory) -> str:
 @pytest.fixture
 def sentences() -> list[str]:
     return list(SENTENCES)
+
+
+SUBJECTS = ["the man", "a woman", "the dog", "a cat", "the boy", "a girl", "the child", "the band"]
+VERBS = ["plays", "runs", "sits", "eats", "sleeps", "walks", "sings", "jumps"]
+PLACES = ["in the park", "at home", "on the road", "by the river", "in the city", "at school"]
+
+
+def sentence(rng: random.Random) -> str:
+    return f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(PLACES)}."
+
+
+def write_sts(path: Path, rows: int, rng: random.Random) -> None:
+    lines = [f"main-captions\tMSRvid\t2012test\t{i:04d}\t{rng.uniform(0, 5):.2f}\t{sentence(rng)}\t{sentence(rng)}"
+             for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A few dozen rows in each file the default configs read, laid out like ../shared/data."""
+    root = tmp_path_factory.mktemp("data")
+    rng = random.Random(0)
+    sts = root / "stsbenchmark"
+    sts.mkdir()
+    write_sts(sts / "sts-train.csv", 48, rng)
+    write_sts(sts / "sts-dev.csv", 24, rng)
+    write_sts(sts / "sts-test.csv", 24, rng)
+    nli = root / "nli_ling_in_loop"
+    nli.mkdir()
+    for protocol in ("baseline", "LotS", "LitL"):
+        rows = []
+        for i in range(24):
+            premise = f"{sentence(rng)[:-1]} number {i}."
+            for label in ("entailment", "neutral", "contradiction"):
+                rows.append({"premise": premise, "hypothesis": f"{sentence(rng)[:-1]} {protocol} {label}.",
+                             "label": label})
+        (nli / f"train_round1-5_{protocol}_concat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labels = ["entailment", "neutral", "contradiction"]
+    validation = [{"premise": sentence(rng), "hypothesis": sentence(rng), "label": labels[i % 3]} for i in range(18)]
+    (nli / "val_round5_base_combined.jsonl").write_text("".join(json.dumps(r) + "\n" for r in validation))
+    snli = root / "nli_snli_mnli_dev_test"
+    snli.mkdir()
+    test_rows = [f"p{i},{sentence(rng)},{sentence(rng)},{(labels + ['-'])[i % 4]}" for i in range(20)]
+    (snli / "snli_1.0_test.csv").write_text("pairID,sentence1,sentence2,label\n" + "\n".join(test_rows) + "\n")
+    return root

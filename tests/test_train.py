@@ -1,70 +1,11 @@
 """End-to-end runs of `python train.py` on the tiny model and tiny data in the ../shared/data layout."""
 
 import json
-import os
-import random
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
 import torch
+from cli import assert_one_line_error, run_train
 
 from embedlab.encoder import SentenceEncoder
-
-ROOT = Path(__file__).resolve().parents[1]
-SUBJECTS = ["the man", "a woman", "the dog", "a cat", "the boy", "a girl", "the child", "the band"]
-VERBS = ["plays", "runs", "sits", "eats", "sleeps", "walks", "sings", "jumps"]
-PLACES = ["in the park", "at home", "on the road", "by the river", "in the city", "at school"]
-
-
-def sentence(rng: random.Random) -> str:
-    return f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(PLACES)}."
-
-
-def write_sts(path: Path, rows: int, rng: random.Random) -> None:
-    lines = [f"main-captions\tMSRvid\t2012test\t{i:04d}\t{rng.uniform(0, 5):.2f}\t{sentence(rng)}\t{sentence(rng)}"
-             for i in range(rows)]
-    path.write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture(scope="session")
-def tiny_data_dir(tmp_path_factory) -> Path:
-    """A few dozen rows in each file the default configs read, laid out like ../shared/data."""
-    root = tmp_path_factory.mktemp("data")
-    rng = random.Random(0)
-    sts = root / "stsbenchmark"
-    sts.mkdir()
-    write_sts(sts / "sts-train.csv", 48, rng)
-    write_sts(sts / "sts-dev.csv", 24, rng)
-    write_sts(sts / "sts-test.csv", 24, rng)
-    nli = root / "nli_ling_in_loop"
-    nli.mkdir()
-    for protocol in ("baseline", "LotS", "LitL"):
-        rows = []
-        for i in range(24):
-            premise = f"{sentence(rng)[:-1]} number {i}."
-            for label in ("entailment", "neutral", "contradiction"):
-                rows.append({"premise": premise, "hypothesis": f"{sentence(rng)[:-1]} {protocol} {label}.",
-                             "label": label})
-        (nli / f"train_round1-5_{protocol}_concat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
-
-
-def run_train(*overrides: str, run_dir: Path, data_dir: Path, backbone: str, timeout: int = 300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-           "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "train.py", f"backbone.name_or_path={backbone}", f"paths.data_dir={data_dir}",
-               f"hydra.run.dir={run_dir}", "evaluation.every_n_steps=2", "data.batch_size=8", *overrides]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(result, expected: str) -> None:
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("embedlab: error:")]
-    assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
-
 
 def test_stsb_cosine_run_writes_the_run_contract(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"

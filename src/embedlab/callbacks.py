@@ -23,8 +23,7 @@ class ThroughputMeter(L.Callback):
         self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        first_column = next(iter(batch["features"].values()))
-        self.samples += len(first_column["input_ids"]) * trainer.world_size
+        self.samples += batch["size"] * trainer.world_size
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._evaluating_since = time.perf_counter()

@@ -6,8 +6,6 @@ It saves and loads the sentence-transformers folder layout, so a saved model ope
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
 
 from embedlab.errors import ConfigError
+from embedlab.model_files import load_pretrained, package_version, resolve_location, save_atomically, write_json
 from embedlab.pooling import POOLING_MODES, pool
 
 POOLING_DIR = "1_Pooling"
@@ -72,10 +71,10 @@ class SentenceEncoder(nn.Module):
 
         Arguments left as None keep what the saved model says, or the defaults for a plain checkpoint.
         """
-        path = _resolve_location(str(name_or_path))
+        path = resolve_location(str(name_or_path))
         saved = _read_sentence_transformers_layout(path) if path is not None else {}
         location = str(path) if path is not None else str(name_or_path)
-        backbone, tokenizer = _load_backbone(location, trust_remote_code)
+        backbone, tokenizer = load_pretrained(location, AutoModel, trust_remote_code)
         if max_seq_length is None:
             max_seq_length = saved.get("max_seq_length") or _default_max_seq_length(backbone, tokenizer)
         return cls(
@@ -123,16 +122,7 @@ class SentenceEncoder(nn.Module):
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the sentence-transformers layout atomically: a failed save leaves an older model intact."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            self._write_layout(staging)
-            _replace_directory(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return target
+        return save_atomically(directory, self._write_layout)
 
     def _write_layout(self, directory: Path) -> None:
         self.backbone.save_pretrained(directory, safe_serialization=True)
@@ -142,35 +132,22 @@ class SentenceEncoder(nn.Module):
         if self.normalize:
             modules.append({"idx": 2, "name": "2", "path": NORMALIZE_DIR, "type": ST_NORMALIZE})
             (directory / NORMALIZE_DIR).mkdir()
-        _write_json(directory / "modules.json", modules)
-        _write_json(directory / POOLING_DIR / "config.json", {
+        write_json(directory / "modules.json", modules)
+        write_json(directory / POOLING_DIR / "config.json", {
             "word_embedding_dimension": self.embedding_dim,
             "pooling_mode_cls_token": self.pooling == "cls",
             "pooling_mode_mean_tokens": self.pooling == "mean",
             "pooling_mode_max_tokens": self.pooling == "max",
             "pooling_mode_mean_sqrt_len_tokens": False,
         })
-        _write_json(directory / "sentence_bert_config.json",
+        write_json(directory / "sentence_bert_config.json",
                     {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
-        _write_json(directory / "config_sentence_transformers.json", {
-            "__version__": {"embedlab": _package_version(), "pytorch": torch.__version__},
+        write_json(directory / "config_sentence_transformers.json", {
+            "__version__": {"embedlab": package_version(), "pytorch": torch.__version__},
             "prompts": {},
             "default_prompt_name": None,
             "similarity_fn_name": "cosine",
         })
-
-
-def _resolve_location(name_or_path: str) -> Path | None:
-    """A local folder, or None for a hub id; a path-like name that does not exist is an error."""
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(f"backbone path '{name_or_path}' is a file; give the model's folder")
-        return path
-    looks_like_path = path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
-    if looks_like_path:
-        raise ConfigError(f"backbone path '{name_or_path}' does not exist")
-    return None
 
 
 def _read_sentence_transformers_layout(path: Path) -> dict:
@@ -212,40 +189,7 @@ def _pooling_mode(config: dict) -> str:
     return mode
 
 
-def _load_backbone(location: str, trust_remote_code: bool):
-    try:
-        backbone = AutoModel.from_pretrained(location, trust_remote_code=trust_remote_code, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-    except OSError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"could not load backbone '{location}': {first_line}. Offline? Set "
-                          "backbone.name_or_path to a local model folder.") from error
-    return backbone, tokenizer
-
-
 def _default_max_seq_length(backbone, tokenizer) -> int:
     limits = [DEFAULT_MAX_SEQ_LENGTH_CAP, tokenizer.model_max_length,
               getattr(backbone.config, "max_position_embeddings", DEFAULT_MAX_SEQ_LENGTH_CAP)]
     return int(min(limits))
-
-
-def _replace_directory(staging: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    retired = target.with_name(f".{target.name}.old")
-    shutil.rmtree(retired, ignore_errors=True)
-    os.replace(target, retired)
-    os.replace(staging, target)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2) + "\n")
-
-
-def _package_version() -> str:
-    from embedlab import __version__
-
-    return __version__

@@ -4,7 +4,6 @@ Writes into the Hydra run directory: config.yaml, the logs, checkpoints/, model/
 and results.json with keys "<split>/<evaluator>/<metric>" and "train/samples_per_second".
 """
 
-import inspect
 import json
 import logging
 import sys
@@ -18,9 +17,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embedlab.callbacks import ThroughputMeter
-from embedlab.encoder import SentenceEncoder
-from embedlab.errors import EmbedlabError
-from embedlab.models.bi_encoder import BiEncoderModule
+from embedlab.errors import ConfigError, EmbedlabError
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -55,16 +52,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
 
-    # The loss/data check comes first: a mismatch fails before any model or data loads.
+    # The checks come first: a loss that does not fit the model or the data fails before anything loads.
+    model_class = get_class(cfg.model._target_)
     loss_class = get_class(cfg.loss._target_)
-    datamodule = instantiate(cfg.data, sts_eval=cfg.evaluation, _convert_="all")
+    if loss_class.consumes != model_class.produces:
+        raise ConfigError(f"loss '{config_choice(cfg, 'loss')}' consumes {loss_class.consumes} but model "
+                          f"'{config_choice(cfg, 'model')}' produces {model_class.produces}")
+    datamodule = instantiate(cfg.data, evaluation=cfg.evaluation, _convert_="all")
     text_columns = datamodule.fit_loss(config_choice(cfg, "loss"), loss_class)
 
-    encoder = SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
-    needs_dim = "embedding_dim" in inspect.signature(loss_class).parameters
-    loss = instantiate(cfg.loss, **({"embedding_dim": encoder.embedding_dim} if needs_dim else {}))
-    datamodule.tokenize = encoder.tokenize
-    module = BiEncoderModule(encoder, loss, text_columns, eval_name=cfg.evaluation.name, **cfg.optim)
+    module = model_class.from_config(cfg, text_columns)
+    datamodule.make_collator = module.make_collator
 
     meter = ThroughputMeter()
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + [meter]
@@ -83,7 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         results.update(metrics)
     results["train/samples_per_second"] = meter.samples_per_second
     if trainer.is_global_zero:
-        encoder.save(run_dir / "model")
+        module.save_model(run_dir / "model")
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         log.info("results: %s", json.dumps(results, sort_keys=True))
     return results

@@ -1,33 +1,33 @@
-"""The shared shape of every training data module: a train set in the columns a loss needs, plus STS evaluation."""
+"""The shared shape of every training data module: a train set in the columns a loss needs, plus evaluation pairs."""
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from embedlab.data.collate import Collator
 from embedlab.data.sampler import ShardedBatchSampler
 from embedlab.data.sources import load_source
-from embedlab.encoder import Tokenize
 from embedlab.errors import ConfigError, DataError
 from embedlab.losses.signature import choose_format
 
 log = logging.getLogger(__name__)
-STS_COLUMNS = ["sentence1", "sentence2"]
+EVAL_COLUMNS = ["sentence1", "sentence2"]
 
 
 class EmbeddingDataModule(L.LightningDataModule):
     """Subclasses name the column sets they can produce in `formats` and load rows in `load_train(format)`.
 
     `fit_loss` runs at start-up, before any data loads: it picks the format that fits the loss or fails naming
-    both sides. Evaluation sets are (sentence1, sentence2, score) sources under `sts_eval`.
+    both sides. Evaluation sets are (sentence1, sentence2, <evaluation.target>) sources under `evaluation`, where
+    the target is a `score` (STS) or a `label` (pair classification, names mapped through `label_names`).
+    The model decides how rows become tensors: `make_collator(text_columns, target_column)` is set from it.
     """
 
     formats: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, name: str, batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 42, sts_eval: Mapping | None = None):
+                 seed: int = 42, evaluation: Mapping | None = None):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
@@ -36,9 +36,9 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.sts_eval = sts_eval or {}
+        self.evaluation = evaluation or {}
         self.format: str | None = None
-        self.tokenize: Tokenize | None = None
+        self.make_collator: Callable[[list[str], str | None], Callable] | None = None
         self.train_rows: list[dict] | None = None
         self.eval_rows: dict[str, list[dict]] = {}
 
@@ -55,19 +55,16 @@ class EmbeddingDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
-        if self.format is None or self.tokenize is None:
-            raise ConfigError("call fit_loss() and set tokenize before setting up the data module")
+        if self.format is None or self.make_collator is None:
+            raise ConfigError("call fit_loss() and set make_collator before setting up the data module")
         if stage == "fit" and self.train_rows is None:
             self.train_rows, origin = self.load_train(self.format)
             if not self.train_rows:
                 raise DataError(f"data '{self.name}': no training rows in {origin}")
             log.info("data %s: %d %s rows from %s", self.name, len(self.train_rows), self.format, origin)
         for split in {"fit": ["dev"], "validate": ["dev"], "test": ["test"]}.get(stage, []):
-            if split in self.sts_eval and split not in self.eval_rows:
-                rows, origin = load_source(self.sts_eval[split], f"evaluation '{self.sts_eval['name']}' {split}")
-                # Similar lengths share a batch, so evaluation spends little on padding.
-                self.eval_rows[split] = sorted(rows, key=lambda r: len(r["sentence1"]) + len(r["sentence2"]))
-                log.info("evaluation %s %s: %d pairs from %s", self.sts_eval["name"], split, len(rows), origin)
+            if split in self.evaluation and split not in self.eval_rows:
+                self.eval_rows[split] = self._load_eval(split)
 
     def train_dataloader(self) -> DataLoader:
         sampler = ShardedBatchSampler(
@@ -75,7 +72,7 @@ class EmbeddingDataModule(L.LightningDataModule):
             batch_size=self.batch_size, unique_texts=self.unique_texts, seed=self.seed,
             rank=self._rank(), world_size=self._world_size())
         return DataLoader(self.train_rows, batch_sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=Collator(self.tokenize, self.text_columns, self.target_column),
+                          collate_fn=self.make_collator(self.text_columns, self.target_column),
                           persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -89,7 +86,23 @@ class EmbeddingDataModule(L.LightningDataModule):
             return []
         # Each process scores its own share; the metrics gather the shares before computing the correlation.
         rows = self.eval_rows[split][self._rank()::self._world_size()]
-        return DataLoader(rows, batch_size=self.eval_batch_size, collate_fn=Collator(self.tokenize, STS_COLUMNS, "score"))
+        collate = self.make_collator(EVAL_COLUMNS, self.evaluation.get("target", "score"))
+        return DataLoader(rows, batch_size=self.eval_batch_size, collate_fn=collate)
+
+    def _load_eval(self, split: str) -> list[dict]:
+        name = self.evaluation["name"]
+        rows, origin = load_source(self.evaluation[split], f"evaluation '{name}' {split}")
+        label_names = self.evaluation.get("label_names") or {}
+        if self.evaluation.get("target", "score") == "label":
+            unknown = {row["label"] for row in rows} - set(label_names) - set(label_names.values())
+            rows = [row for row in rows if row["label"] not in unknown]
+            for row in rows:
+                row["label"] = int(label_names.get(row["label"], row["label"]))
+            if unknown:
+                log.warning("evaluation %s %s: skipped rows with labels %s", name, split, sorted(map(str, unknown)))
+        log.info("evaluation %s %s: %d pairs from %s", name, split, len(rows), origin)
+        # Similar lengths share a batch, so evaluation spends little on padding.
+        return sorted(rows, key=lambda row: len(row["sentence1"]) + len(row["sentence2"]))
 
     def _rank(self) -> int:
         return self.trainer.global_rank if self.trainer is not None else 0

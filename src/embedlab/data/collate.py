@@ -1,23 +1,41 @@
 """Turning rows into model inputs inside DataLoader workers, so the training step only runs the model."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from embedlab.encoder import Tokenize
+
+def target_tensor(rows: list[dict], column: str) -> torch.Tensor:
+    dtype = torch.float32 if column == "score" else torch.long
+    return torch.tensor([row[column] for row in rows], dtype=dtype)
 
 
 @dataclass
 class Collator:
-    """Rows to {"features": {column: tokenised batch}, "target": tensor or absent}, padded per column."""
+    """Rows to {"features": {column: tokenised batch}, "target": tensor or absent, "size": rows}, padded per column."""
 
-    tokenize: Tokenize
+    tokenize: Callable[[list[str]], dict]
     text_columns: list[str]
     target_column: str | None = None
 
     def __call__(self, rows: list[dict]) -> dict:
-        batch = {"features": {column: self.tokenize([row[column] for row in rows]) for column in self.text_columns}}
+        batch = {"features": {column: self.tokenize([row[column] for row in rows]) for column in self.text_columns},
+                 "size": len(rows)}
         if self.target_column is not None:
-            dtype = torch.float32 if self.target_column == "score" else torch.long
-            batch["target"] = torch.tensor([row[self.target_column] for row in rows], dtype=dtype)
+            batch["target"] = target_tensor(rows, self.target_column)
         return batch
+
+
+@dataclass
+class PairCollator:
+    """Rows to {"features": one tokenised batch of (first, second) pairs, "target": tensor, "size": rows}."""
+
+    tokenize_pairs: Callable[[list[str], list[str]], dict]
+    text_columns: list[str]
+    target_column: str
+
+    def __call__(self, rows: list[dict]) -> dict:
+        first, second = self.text_columns
+        features = self.tokenize_pairs([row[first] for row in rows], [row[second] for row in rows])
+        return {"features": features, "target": target_tensor(rows, self.target_column), "size": len(rows)}

@@ -9,6 +9,7 @@ class ContrastiveLoss(nn.Module):
     """Pull pairs labelled 1 together; push pairs labelled 0 to a cosine distance of at least `margin`."""
 
     signature = Signature(texts=("sentence1", "sentence2"), target="label")
+    consumes = "embeddings"
     uses_in_batch_negatives = False
 
     def __init__(self, margin: float = 0.5):

@@ -12,6 +12,7 @@ class CoSENTLoss(nn.Module):
     """
 
     signature = Signature(texts=("sentence1", "sentence2"), target="score")
+    consumes = "embeddings"
     uses_in_batch_negatives = False
 
     def __init__(self, scale: float = 20.0):

@@ -8,6 +8,7 @@ class CosineSimilarityLoss(nn.Module):
     """Mean squared error between the cosine of a pair and its gold score in [0, 1]."""
 
     signature = Signature(texts=("sentence1", "sentence2"), target="score")
+    consumes = "embeddings"
     uses_in_batch_negatives = False
 
     def forward(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ class MultipleNegativesRankingLoss(nn.Module):
     """
 
     signature = Signature(texts=("anchor", "positive"), repeated="negative")
+    consumes = "embeddings"
     uses_in_batch_negatives = True
 
     def __init__(self, scale: float = 20.0, symmetric: bool = False, gather_across_devices: bool = True):

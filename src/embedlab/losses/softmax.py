@@ -12,6 +12,7 @@ class SoftmaxLoss(nn.Module):
     """
 
     signature = Signature(texts=("sentence1", "sentence2"), target="label")
+    consumes = "embeddings"
     uses_in_batch_negatives = False
 
     def __init__(self, embedding_dim: int, num_labels: int = 3):

@@ -8,6 +8,7 @@ class TripletLoss(nn.Module):
     """The anchor must be closer (Euclidean) to the positive than to the negative by at least `margin`."""
 
     signature = Signature(texts=("anchor", "positive", "negative"))
+    consumes = "embeddings"
     uses_in_batch_negatives = False
 
     def __init__(self, margin: float = 5.0):
