@@ -1,0 +1,88 @@
+"""Hard-negative mining: for each (anchor, positive), the corpus texts a bi-encoder ranks high that are not the answer.
+
+Three filters guard against false negatives (texts that are in fact correct answers):
+- a rank range: skip the very top ranks, where unlabelled positives gather, and look no deeper than `max_rank`;
+- a margin: a negative must score at least `margin` below the anchor's own positive;
+- optionally a cross-encoder: a negative the cross-encoder scores above `max_cross_encoder_score` is dropped.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MiningFilters:
+    num_negatives: int = 3
+    min_rank: int = 0           # 0-based, inclusive: 0 allows the best-ranked candidate
+    max_rank: int = 50          # exclusive
+    margin: float = 0.0         # the negative must score <= positive score - margin
+    max_cross_encoder_score: float | None = None
+
+
+def top_k_cosine(queries: torch.Tensor, corpus: torch.Tensor, k: int, block_size: int = 1024
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best-first (scores, indices) of the k most cosine-similar corpus rows, one block of queries at a time."""
+    queries, corpus = F.normalize(queries.float(), dim=-1), F.normalize(corpus.float(), dim=-1)
+    k = min(k, len(corpus))
+    scores, indices = [], []
+    for start in range(0, len(queries), block_size):
+        block_scores, block_indices = (queries[start:start + block_size] @ corpus.T).topk(k, dim=1)
+        scores.append(block_scores)
+        indices.append(block_indices)
+    return torch.cat(scores), torch.cat(indices)
+
+
+def mine_hard_negatives(encoder, rows: list[dict], filters: MiningFilters, corpus: list[str] | None = None,
+                        cross_encoder=None, batch_size: int = 64) -> list[dict]:
+    """Rows `(anchor, positive, negative_1..n)`; rows that find fewer than n negatives are left out.
+
+    The candidates are the positives of all rows plus `corpus`. A candidate equal to the row's anchor or positive
+    is never its negative.
+    """
+    if filters.min_rank >= filters.max_rank:
+        raise ValueError(f"min_rank ({filters.min_rank}) must be below max_rank ({filters.max_rank})")
+    if filters.max_cross_encoder_score is not None and cross_encoder is None:
+        raise ValueError("max_cross_encoder_score needs a cross-encoder")
+    candidates = list(dict.fromkeys([row["positive"] for row in rows] + list(corpus or [])))
+    position = {text: index for index, text in enumerate(candidates)}
+    anchors = encoder.encode([row["anchor"] for row in rows], batch_size=batch_size, show_progress_bar=True)
+    candidate_embeddings = encoder.encode(candidates, batch_size=batch_size, show_progress_bar=True)
+    positive_scores = F.cosine_similarity(
+        anchors, candidate_embeddings[torch.tensor([position[row["positive"]] for row in rows])])
+    # Up to two extra places, because the row's own positive and anchor may rank among the candidates.
+    scores, indices = top_k_cosine(anchors, candidate_embeddings, filters.max_rank + 2)
+
+    proposals = []
+    for row, positive_score, row_scores, row_indices in zip(rows, positive_scores.tolist(), scores.tolist(),
+                                                           indices.tolist()):
+        ranked = [(candidates[i], s) for i, s in zip(row_indices, row_scores)
+                  if candidates[i] not in (row["anchor"], row["positive"])]
+        window = ranked[filters.min_rank:filters.max_rank]
+        proposals.append([text for text, score in window if score <= positive_score - filters.margin])
+
+    if cross_encoder is not None and filters.max_cross_encoder_score is not None:
+        proposals = _drop_likely_positives(cross_encoder, rows, proposals, filters, batch_size)
+    mined = []
+    for row, negatives in zip(rows, proposals):
+        if len(negatives) >= filters.num_negatives:
+            mined.append({"anchor": row["anchor"], "positive": row["positive"],
+                          **{f"negative_{i + 1}": text for i, text in enumerate(negatives[:filters.num_negatives])}})
+    log.info("mined %d negatives for %d of %d rows", filters.num_negatives, len(mined), len(rows))
+    return mined
+
+
+def _drop_likely_positives(cross_encoder, rows, proposals, filters: MiningFilters, batch_size: int) -> list[list[str]]:
+    # Only as many candidates per row as could be kept are scored: the cross-encoder is the expensive part.
+    wanted = [(i, text) for i, texts in enumerate(proposals) for text in texts[:filters.num_negatives * 2]]
+    scores = cross_encoder.predict([(rows[i]["anchor"], text) for i, text in wanted], batch_size=batch_size,
+                                   show_progress_bar=True)
+    kept = [[] for _ in proposals]
+    for (i, text), score in zip(wanted, scores.tolist()):
+        if score <= filters.max_cross_encoder_score:
+            kept[i].append(text)
+    return kept
