@@ -80,11 +80,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for metrics in trainer.validate(module, datamodule=datamodule) + trainer.test(module, datamodule=datamodule):
         results.update(metrics)
     results["train/samples_per_second"] = meter.samples_per_second
+    results.update(datamodule.stats())
     if trainer.is_global_zero:
         module.save_model(run_dir / "model")
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         log.info("results: %s", json.dumps(results, sort_keys=True))
     return results
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, float]:
+    """Recipes of several training runs, selected by an experiment's `pipeline` key."""
+    if cfg.pipeline == "augmented_sbert":
+        from embedlab import augmented_sbert
+
+        return augmented_sbert.run(cfg)
+    raise ConfigError(f"unknown pipeline {cfg.pipeline!r}; known: augmented_sbert")
 
 
 def _load_best(trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -100,7 +110,7 @@ def _load_best(trainer: L.Trainer, module: L.LightningModule) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        results = train(cfg)
+        results = run_pipeline(cfg) if cfg.get("pipeline") else train(cfg)
     except EmbedlabError as error:
         print(f"embedlab: error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -54,6 +54,10 @@ class EmbeddingDataModule(L.LightningDataModule):
     def load_train(self, format: str) -> tuple[list[dict], str]:
         raise NotImplementedError
 
+    def stats(self) -> dict[str, float]:
+        """Figures about the data worth reporting beside the metrics, keyed like results.json."""
+        return {}
+
     def setup(self, stage: str) -> None:
         if self.format is None or self.make_collator is None:
             raise ConfigError("call fit_loss() and set make_collator before setting up the data module")
