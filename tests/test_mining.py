@@ -103,7 +103,7 @@ def test_mining_script_writes_rows_that_mnr_training_reads(tmp_path, tiny_data_d
     output = tmp_path / "mined.jsonl"
     command = [sys.executable, "scripts/mine_hard_negatives.py", f"model_path={tiny_model_dir}",
                f"paths.data_dir={tiny_data_dir}", f"output={output}", f"hydra.run.dir={tmp_path / 'mine'}",
-               "filters.min_rank=0", "filters.margin=-1"]
+               "filters.min_rank=0", "filters.margin=-1", "filters.num_negatives=3"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in output.read_text().splitlines()]
@@ -113,7 +113,9 @@ def test_mining_script_writes_rows_that_mnr_training_reads(tmp_path, tiny_data_d
     from cli import run_train
 
     run_dir = tmp_path / "train"
-    trained = run_train("experiment=nli_mnr_mined", f"mined_path={output}", run_dir=run_dir,
+    trained = run_train("experiment=nli_mnr_mined", f"mined_path={output}",
+                        "+data.source.local.columns.negative_2=negative_2",
+                        "+data.source.local.columns.negative_3=negative_3", run_dir=run_dir,
                         data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "test/stsb/spearman_cosine" in json.loads((run_dir / "results.json").read_text())
