@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification
 
+from embedlab.batching import in_length_order
 from embedlab.model_files import load_pretrained, package_version, resolve_location, save_atomically, write_json
 
 SIGMOID = "torch.nn.modules.activation.Sigmoid"
@@ -77,20 +77,17 @@ class CrossEncoder(nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        # Longest first: similar lengths share a batch, so little compute goes to padding.
-        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-        chunks = []
-        for start in tqdm(range(0, len(order), batch_size), desc="predict", disable=not show_progress_bar):
-            batch = [pairs[i] for i in order[start:start + batch_size]]
+
+        def score(batch: list[tuple[str, str]]) -> Tensor:
             features = self.tokenize_pairs([first for first, _ in batch], [second for _, second in batch])
-            chunks.append(self.activation(self({k: v.to(device) for k, v in features.items()})).float().cpu())
+            return self.activation(self({k: v.to(device) for k, v in features.items()})).float().cpu()
+
+        scores = in_length_order(pairs, lambda pair: len(pair[0]) + len(pair[1]), batch_size, score, "predict",
+                                 show_progress_bar)
         self.train(was_training)
-        if not chunks:
+        if scores is None:
             return torch.empty(0) if self.num_labels == 1 else torch.empty(0, self.num_labels)
-        scores = torch.cat(chunks)
-        restored = torch.empty_like(scores)
-        restored[torch.tensor(order)] = scores
-        return restored
+        return scores
 
     def rank(self, query: str, documents: list[str], batch_size: int = 32, top_k: int | None = None
              ) -> list[tuple[int, float]]:

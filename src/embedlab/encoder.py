@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 from transformers import AutoModel
 
+from embedlab.batching import in_length_order
 from embedlab.errors import ConfigError
 from embedlab.model_files import load_pretrained, package_version, resolve_location, save_atomically, write_json
 from embedlab.pooling import POOLING_MODES, pool
@@ -105,20 +105,13 @@ class SentenceEncoder(nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        # Longest first: similar lengths share a batch, so little compute goes to padding.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        chunks = []
-        for start in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress_bar):
-            batch = [texts[i] for i in order[start:start + batch_size]]
-            features = {k: v.to(device) for k, v in self.tokenize(batch).items()}
-            chunks.append(self(features).float().cpu())
+
+        def embed(batch: list[str]) -> Tensor:
+            return self({k: v.to(device) for k, v in self.tokenize(batch).items()}).float().cpu()
+
+        embeddings = in_length_order(texts, len, batch_size, embed, "encode", show_progress_bar)
         self.train(was_training)
-        if not chunks:
-            return torch.empty(0, self.embedding_dim)
-        embeddings = torch.cat(chunks)
-        restored = torch.empty_like(embeddings)
-        restored[torch.tensor(order)] = embeddings
-        return restored
+        return torch.empty(0, self.embedding_dim) if embeddings is None else embeddings
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the sentence-transformers layout atomically: a failed save leaves an older model intact."""
