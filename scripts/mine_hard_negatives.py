@@ -12,12 +12,12 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from embedlab.config import CONF_DIR
 from embedlab.cross_encoder import CrossEncoder
 from embedlab.encoder import SentenceEncoder
 from embedlab.errors import EmbedlabError
 from embedlab.losses import MultipleNegativesRankingLoss
 from embedlab.mining import MiningFilters, mine_hard_negatives
-from embedlab.train import CONF_DIR
 
 log = logging.getLogger("mine_hard_negatives")
 

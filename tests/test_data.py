@@ -7,7 +7,12 @@ from embedlab.data.nli import NLIDataModule, nli_pairs, nli_triplets
 from embedlab.data.sampler import ShardedBatchSampler
 from embedlab.data.sources import load_source, read_local
 from embedlab.errors import ConfigError, DataError
-from embedlab.losses import MultipleNegativesRankingLoss, SoftmaxLoss, TripletLoss, CosineSimilarityLoss
+from embedlab.losses import (
+    CosineSimilarityLoss,
+    MultipleNegativesRankingLoss,
+    SoftmaxLoss,
+    TripletLoss,
+)
 
 
 def write_jsonl(path, rows):

@@ -7,6 +7,7 @@ from cli import assert_one_line_error, run_train
 
 from embedlab.encoder import SentenceEncoder
 
+
 def test_stsb_cosine_run_writes_the_run_contract(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
     result = run_train("experiment=stsb_cosine", "evaluation.every_n_steps=2", "logger=csv",

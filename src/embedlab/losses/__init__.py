@@ -5,7 +5,11 @@ from embedlab.losses.contrastive import ContrastiveLoss
 from embedlab.losses.cosent import CoSENTLoss
 from embedlab.losses.cosine import CosineSimilarityLoss
 from embedlab.losses.mnr import MultipleNegativesRankingLoss
-from embedlab.losses.pair_logits import BinaryCrossEntropyLoss, PairCrossEntropyLoss, PairMSELoss
+from embedlab.losses.pair_logits import (
+           BinaryCrossEntropyLoss,
+           PairCrossEntropyLoss,
+           PairMSELoss,
+)
 from embedlab.losses.signature import Signature, choose_format
 from embedlab.losses.softmax import SoftmaxLoss
 from embedlab.losses.triplet import TripletLoss

@@ -5,7 +5,13 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import nn
-from torchmetrics import Accuracy, F1Score, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics import (
+    Accuracy,
+    F1Score,
+    MetricCollection,
+    PearsonCorrCoef,
+    SpearmanCorrCoef,
+)
 
 from embedlab.cross_encoder import CrossEncoder
 from embedlab.data.collate import PairCollator

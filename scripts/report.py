@@ -1,0 +1,73 @@
+"""Compare evaluated models: `python scripts/report.py RUN_OR_MODEL_DIR ... [--out DIR] [--keys K ...] [--wandb]`.
+
+Each folder holds a results.json (an evaluation or a training run directory), or is a model folder inside one.
+Writes into --out: comparison.md (one row per model), and the PNG plots that the runs have data for:
+quality_vs_throughput.png, training_curves.png (from the runs' CSV training logs) and similarity_distribution.png
+(the cosines of positive and negative test pairs). --wandb logs the same table and plots to Weights & Biases
+(offline with WANDB_MODE=offline).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from embedlab.evaluation.plots import (
+    quality_vs_throughput,
+    similarity_distributions,
+    training_curves,
+)
+from embedlab.evaluation.report import comparison_rows, load_run, markdown_table
+
+DEFAULT_QUALITY_KEY = "stsb-test/spearman_cosine"
+DEFAULT_SPEED_KEY = "latency/sentences_per_second@32"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", help="run folders (with results.json) or model folders inside them")
+    parser.add_argument("--out", default="report", help="output folder (default: ./report)")
+    parser.add_argument("--keys", nargs="+", help="results keys for the table (default: one headline per dataset)")
+    parser.add_argument("--quality-key", default=DEFAULT_QUALITY_KEY, help="y axis of the quality/throughput plot")
+    parser.add_argument("--speed-key", default=DEFAULT_SPEED_KEY, help="x axis of the quality/throughput plot")
+    parser.add_argument("--wandb", action="store_true", help="also log the table and plots to Weights & Biases")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        runs = [load_run(folder) for folder in args.folders]
+    except FileNotFoundError as error:
+        print(f"embedlab: error: {error}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    columns, rows = comparison_rows(runs, args.keys)
+    (out / "comparison.md").write_text("# Model comparison\n\n" + markdown_table(columns, rows))
+    plots = [path for path in (
+        quality_vs_throughput(runs, args.quality_key, args.speed_key, out / "quality_vs_throughput.png"),
+        training_curves(runs, out / "training_curves.png"),
+        similarity_distributions(runs, out / "similarity_distribution.png"),
+    ) if path is not None]
+    print(f"wrote {out / 'comparison.md'}" + "".join(f", {path}" for path in plots))
+    if args.wandb:
+        _log_to_wandb(columns, rows, plots)
+    return 0
+
+
+def _log_to_wandb(columns: list[str], rows: list[list], plots: list[Path]) -> None:
+    import wandb
+
+    with wandb.init(project="embedlab", job_type="report") as run:
+        run.log({"comparison": wandb.Table(columns=columns, data=[[_cell(v) for v in row] for row in rows]),
+                 **{path.stem: wandb.Image(str(path)) for path in plots}})
+
+
+def _cell(value):
+    """W&B table columns hold one type each; a missing figure is None."""
+    return value if value is None or isinstance(value, (int, float)) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

