@@ -67,6 +67,15 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine two threads mostly wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def sentences() -> list[str]:
     return list(SENTENCES)
 

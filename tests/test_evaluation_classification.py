@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+from fakes import LookupEncoder
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from embedlab.errors import ConfigError
@@ -23,23 +24,7 @@ metrics = pytest.importorskip("sklearn.metrics")
 SCORES = torch.tensor([0.9, 0.8, 0.8, 0.7, 0.5, 0.4, 0.4, 0.2, 0.1, -0.3])
 LABELS = torch.tensor([1, 1, 0, 1, 0, 1, 0, 0, 1, 0])
 
-
-class LookupEncoder:
-    """Embeds each text as the vector given for it."""
-
-    def __init__(self, vectors: dict[str, list[float]]):
-        self.vectors = vectors
-
-    def encode(self, texts, batch_size=32, show_progress_bar=False):
-        return torch.tensor([self.vectors[text] for text in texts], dtype=torch.float32)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("objective", ["accuracy", "f1"])

@@ -49,14 +49,6 @@ def test_comparison_ratio_of_two_known_speeds():
     assert 1.5 < results["latency/throughput_ratio_vs_slower@5"] < 2.5
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_latency_evaluator_keys_and_setting(tiny_model_dir, one_thread):
     texts = sample_texts(ScoredPairs(["a dog runs", "a cat sleeps"], ["a dog walks", "a dog runs"], [1.0, 2.0]),
                          count=10)

@@ -10,13 +10,7 @@ from embedlab.evaluation.sts import STSEvaluator
 mteb = pytest.importorskip("mteb")
 from embedlab.evaluation.mteb_adapter import MtebEncoder, MtebEvaluator, local_sts_task
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

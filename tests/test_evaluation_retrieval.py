@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import SENTENCES
+from fakes import LookupEncoder
 
 from embedlab.encoder import SentenceEncoder
 from embedlab.errors import DataError
@@ -15,23 +16,7 @@ from embedlab.evaluation.loaders import load_beir, load_liveqa_med, load_pubmedq
 from embedlab.evaluation.retrieval import RetrievalEvaluator, ranking_metrics
 from embedlab.evaluation.search import chunked_top_k
 
-
-class LookupEncoder:
-    """Embeds each text as the vector given for it: rankings that can be worked out by hand."""
-
-    def __init__(self, vectors: dict[str, list[float]]):
-        self.vectors = vectors
-
-    def encode(self, texts, batch_size=32, show_progress_bar=False):
-        return torch.tensor([self.vectors[text] for text in texts], dtype=torch.float32)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hand_made_set() -> tuple[RetrievalSet, LookupEncoder]:

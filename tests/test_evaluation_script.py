@@ -140,14 +140,6 @@ class EncoderOnly(L.LightningModule):
         return None
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_evaluators_run_as_a_lightning_callback(tiny_model_dir, tiny_data_dir, tmp_path, one_thread):
     source = {"local": {"path": str(tiny_data_dir / "stsbenchmark" / "sts-test.csv"), "delimiter": "\t",
                         "quoting": "none", "header": False, "columns": {"sentence1": 5, "sentence2": 6, "score": 4}}}

@@ -20,14 +20,7 @@ PAIRS = ScoredPairs(
     [4.8, 3.1, 4.0, 1.2, 0.4, 4.4],
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from threads, and on a busy machine two threads mostly wait on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pairwise_similarities_by_hand():
