@@ -110,6 +110,18 @@ def test_sampler_reshuffles_per_epoch():
     assert list(sampler) == first
 
 
+def test_lightning_reaches_the_sampler_epoch_through_the_dataloader():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    rows = [(f"text {i}",) for i in range(64)]
+    sampler = ShardedBatchSampler(rows, batch_size=8, unique_texts=True, seed=0)
+    loader = DataLoader(rows, batch_sampler=sampler, collate_fn=list)
+    first = list(loader)
+    _set_sampler_epoch(loader, 1)
+    assert list(loader) != first
+
+
 def test_stsb_style_tsv_with_extra_columns_and_stray_quotes(tmp_path):
     path = tmp_path / "sts.csv"
     path.write_text('main-news\tf\t2012\t1\t4.0\tHe said "yes.\tHe agreed.\n'

@@ -142,7 +142,7 @@ class EncoderOnly(L.LightningModule):
 
 def test_evaluators_run_as_a_lightning_callback(tiny_model_dir, tiny_data_dir, tmp_path, one_thread):
     source = {"local": {"path": str(tiny_data_dir / "stsbenchmark" / "sts-test.csv"), "delimiter": "\t",
-                        "quoting": "none", "header": False, "columns": {"sentence1": 5, "sentence2": 6, "score": 4}}}
+                        "quoting": "none", "header": False, "columns": {"sentence1": 5, "sentence2": 6, "score": 4}, "score_range": [0, 5]}}
     evaluator = STSEvaluator("stsb-test", load_scored_pairs(source), batch_size=4)
     encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -12,7 +12,7 @@ from embedlab.errors import ConfigError, DataError
 from embedlab.losses import Signature, choose_format
 
 BATCH, DIM = 6, 8
-TOL = dict(rtol=1e-5, atol=1e-6)
+TOL = {"rtol": 1e-5, "atol": 1e-6}
 
 
 class Precomputed(nn.Module):

@@ -62,7 +62,7 @@ def run_stage(name: str, overrides: list[str], run_dir: Path) -> dict[str, float
         return json.loads(results_file.read_text())
     log.info("stage %s: python -m embedlab.train %s", name, " ".join(overrides))
     command = [sys.executable, "-m", "embedlab.train", *overrides, f"hydra.run.dir={stage_dir}"]
-    completed = subprocess.run(command)
+    completed = subprocess.run(command, check=False)
     if completed.returncode != 0:
         raise EmbedlabError(f"stage '{name}' failed with exit code {completed.returncode}; its error is printed "
                             f"above, its log is {stage_dir}/train.log")

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel
 
 from embedlab.batching import in_length_order
@@ -50,11 +51,19 @@ class Tokenize:
 
 
 class SentenceEncoder(nn.Module):
+    """`truncate_dim` keeps the first dimensions of what `encode` returns (a Matryoshka-trained model stays useful
+    truncated); as in sentence-transformers it applies after normalisation, so truncated vectors are compared by
+    cosine. `forward`, which training uses, always returns the full embeddings."""
+
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", normalize: bool = False,
-                 max_seq_length: int = 256, do_lower_case: bool = False):
+                 max_seq_length: int = 256, do_lower_case: bool = False, truncate_dim: int | None = None):
         super().__init__()
         if pooling not in POOLING_MODES:
             raise ConfigError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
+        hidden_size = backbone.config.hidden_size
+        if truncate_dim is not None and not 1 <= truncate_dim <= hidden_size:
+            raise ConfigError(f"truncate_dim must be between 1 and the embedding size {hidden_size}, "
+                              f"got {truncate_dim}")
         self.backbone = backbone
         # BERT-style backbones carry a [CLS] pooler that sentence embeddings never use; frozen, it is kept in the
         # saved weights unchanged and DDP does not wait for gradients that never come.
@@ -65,14 +74,21 @@ class SentenceEncoder(nn.Module):
         self.normalize = normalize
         self.max_seq_length = max_seq_length
         self.do_lower_case = do_lower_case
+        self.truncate_dim = truncate_dim
 
     @property
     def embedding_dim(self) -> int:
         return self.backbone.config.hidden_size
 
+    @property
+    def output_dim(self) -> int:
+        """The size of the vectors `encode` returns."""
+        return self.truncate_dim or self.embedding_dim
+
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
-                        max_seq_length: int | None = None, trust_remote_code: bool = False) -> "SentenceEncoder":
+                        max_seq_length: int | None = None, trust_remote_code: bool = False,
+                        truncate_dim: int | None = None) -> "SentenceEncoder":
         """Load a sentence-transformers folder or a plain Hugging Face checkpoint (local path or hub id).
 
         Arguments left as None keep what the saved model says, or the defaults for a plain checkpoint.
@@ -90,6 +106,7 @@ class SentenceEncoder(nn.Module):
             normalize=saved.get("normalize", False) if normalize is None else normalize,
             max_seq_length=int(max_seq_length),
             do_lower_case=saved.get("do_lower_case", False),
+            truncate_dim=saved.get("truncate_dim") if truncate_dim is None else truncate_dim,
         )
 
     load = from_pretrained
@@ -113,11 +130,27 @@ class SentenceEncoder(nn.Module):
         device = next(self.parameters()).device
 
         def embed(batch: list[str]) -> Tensor:
-            return self({k: v.to(device) for k, v in self.tokenize(batch).items()}).float().cpu()
+            embeddings = self({k: v.to(device) for k, v in self.tokenize(batch).items()})
+            return embeddings[:, :self.output_dim].float().cpu()
 
         embeddings = in_length_order(texts, len, batch_size, embed, "encode", show_progress_bar)
         self.train(was_training)
-        return torch.empty(0, self.embedding_dim) if embeddings is None else embeddings
+        return torch.empty(0, self.output_dim) if embeddings is None else embeddings
+
+    def forward_in_mini_batches(self, features: dict[str, Tensor], mini_batch_size: int) -> Tensor:
+        """`forward` on a large batch with the activation memory of one mini-batch (GradCache).
+
+        Each mini-batch runs without keeping its activations; backward re-runs it, with the random state of the
+        first run so that dropout draws the same masks, and back-propagates its share of the embedding gradients.
+        The gradients are those of `forward` over the same mini-batches. Torch's non-reentrant checkpoint does the
+        re-running: each parameter's gradient is accumulated once per backward, which DDP's hooks expect.
+        """
+        rows = features["attention_mask"].shape[0]
+        parts = []
+        for start in range(0, rows, mini_batch_size):
+            chunk = _without_trailing_padding({k: v[start:start + mini_batch_size] for k, v in features.items()})
+            parts.append(checkpoint(self, chunk, use_reentrant=False, preserve_rng_state=True))
+        return torch.cat(parts)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the sentence-transformers layout atomically: a failed save leaves an older model intact."""
@@ -146,7 +179,15 @@ class SentenceEncoder(nn.Module):
             "prompts": {},
             "default_prompt_name": None,
             "similarity_fn_name": "cosine",
+            # Read by sentence-transformers' SentenceTransformer, which then truncates its encode output too.
+            **({"truncate_dim": self.truncate_dim} if self.truncate_dim is not None else {}),
         })
+
+
+def _without_trailing_padding(features: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A mini-batch padded to its own longest text: less work, and the attention mask already hid those columns."""
+    length = int(features["attention_mask"].any(dim=0).nonzero().max()) + 1
+    return {k: v[:, :length] if v.dim() == 2 else v for k, v in features.items()}
 
 
 def _read_sentence_transformers_layout(path: Path) -> dict:
@@ -171,6 +212,9 @@ def _read_sentence_transformers_layout(path: Path) -> dict:
         config = json.loads(st_config.read_text())
         saved["max_seq_length"] = config.get("max_seq_length")
         saved["do_lower_case"] = bool(config.get("do_lower_case", False))
+    model_config = path / "config_sentence_transformers.json"
+    if model_config.exists():
+        saved["truncate_dim"] = json.loads(model_config.read_text()).get("truncate_dim")
     return saved
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from embedlab.evaluation.search import top_k_cosine
+
 log = logging.getLogger(__name__)
 
 
@@ -22,19 +24,6 @@ class MiningFilters:
     max_rank: int = 50          # exclusive
     margin: float = 0.0         # the negative must score <= positive score - margin
     max_cross_encoder_score: float | None = None
-
-
-def top_k_cosine(queries: torch.Tensor, corpus: torch.Tensor, k: int, block_size: int = 1024
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best-first (scores, indices) of the k most cosine-similar corpus rows, one block of queries at a time."""
-    queries, corpus = F.normalize(queries.float(), dim=-1), F.normalize(corpus.float(), dim=-1)
-    k = min(k, len(corpus))
-    scores, indices = [], []
-    for start in range(0, len(queries), block_size):
-        block_scores, block_indices = (queries[start:start + block_size] @ corpus.T).topk(k, dim=1)
-        scores.append(block_scores)
-        indices.append(block_indices)
-    return torch.cat(scores), torch.cat(indices)
 
 
 def mine_hard_negatives(encoder, rows: list[dict], filters: MiningFilters, corpus: list[str] | None = None,

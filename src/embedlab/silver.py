@@ -13,7 +13,7 @@ import logging
 import random
 from pathlib import Path
 
-from embedlab.mining import top_k_cosine
+from embedlab.evaluation.search import top_k_cosine
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("random", "bm25", "semantic")

@@ -6,6 +6,8 @@ and results.json with keys "<split>/<evaluator>/<metric>" and "train/samples_per
 
 import json
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -14,13 +16,26 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from embedlab.callbacks import ThroughputMeter
 from embedlab.config import CONF_DIR
 from embedlab.errors import ConfigError, EmbedlabError
+from embedlab.losses import configured_loss_class
 
 log = logging.getLogger(__name__)
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# Names of environment variables and config keys whose values must never reach a log or a run directory.
+SECRET_NAME = re.compile(r"(^|_)(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)($|_)", re.IGNORECASE)
+MIN_SECRET_LENGTH = 8
+REDACTED = "<redacted>"
+
+
+class TrainingInterrupted(EmbedlabError):
+    """SIGINT or SIGTERM stopped the fit; the checkpoint to resume from is saved."""
+
+
 def config_choice(cfg: DictConfig, group: str) -> str:
     """The option chosen for a config group (`loss=mnr` gives 'mnr'), for messages."""
     if HydraConfig.initialized():
@@ -33,11 +48,12 @@ def config_choice(cfg: DictConfig, group: str) -> str:
 def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), run_dir)
     L.seed_everything(cfg.seed, workers=True)
 
     # The checks come first: a loss that does not fit the model or the data fails before anything loads.
     model_class = get_class(cfg.model._target_)
-    loss_class = get_class(cfg.loss._target_)
+    loss_class = configured_loss_class(cfg.loss)
     if loss_class.consumes != model_class.produces:
         raise ConfigError(f"loss '{config_choice(cfg, 'loss')}' consumes {loss_class.consumes} but model "
                           f"'{config_choice(cfg, 'model')}' produces {model_class.produces}")
@@ -51,24 +67,64 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + [meter]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggable_config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
     if trainer.is_global_zero:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        OmegaConf.save(OmegaConf.create(loggable_config), run_dir / "config.yaml")
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(loggable_config)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise TrainingInterrupted(f"training interrupted at step {trainer.global_step}; resume with "
+                                  f"ckpt_path=last hydra.run.dir={run_dir}") from None
     if cfg.save_model == "best":
         _load_best(trainer, module)
+    # Saved before the final evaluation, so that callbacks of the test stage (the W&B artefact) find the folder.
+    if trainer.is_global_zero:
+        module.save_model(run_dir / "model")
     results = {}
     for metrics in trainer.validate(module, datamodule=datamodule) + trainer.test(module, datamodule=datamodule):
         results.update(metrics)
     results["train/samples_per_second"] = meter.samples_per_second
     results.update(datamodule.stats())
     if trainer.is_global_zero:
-        module.save_model(run_dir / "model")
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         log.info("results: %s", json.dumps(results, sort_keys=True))
     return results
+
+
+def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: `last` is this run directory's checkpoints/last.ckpt."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / LAST_CHECKPOINT if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = (" (ckpt_path=last resumes in the interrupted run's directory: set hydra.run.dir to it)"
+                if ckpt_path == "last" else "")
+        raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def redact_secrets(value):
+    """The value with every secret replaced: values of secret-named keys, and any text holding the value of a
+    secret-named environment variable (WANDB_API_KEY, HF_TOKEN, ...), as a config can pull it in via oc.env."""
+    secrets = sorted((text for name, text in os.environ.items()
+                      if SECRET_NAME.search(name) and len(text) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+    def redact(item, key: str = ""):
+        if isinstance(item, dict):
+            return {name: redact(inner, str(name)) for name, inner in item.items()}
+        if isinstance(item, list):
+            return [redact(inner) for inner in item]
+        if isinstance(item, str):
+            if SECRET_NAME.search(key) and item:
+                return REDACTED
+            for secret in secrets:
+                item = item.replace(secret, REDACTED)
+        return item
+
+    return redact(value)
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, float]:
@@ -77,7 +133,11 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
         from embedlab import augmented_sbert
 
         return augmented_sbert.run(cfg)
-    raise ConfigError(f"unknown pipeline {cfg.pipeline!r}; known: augmented_sbert")
+    if cfg.pipeline == "domain_adapt":
+        from embedlab import domain_adapt
+
+        return domain_adapt.run(cfg)
+    raise ConfigError(f"unknown pipeline {cfg.pipeline!r}; known: augmented_sbert, domain_adapt")
 
 
 def _load_best(trainer: L.Trainer, module: L.LightningModule) -> None:

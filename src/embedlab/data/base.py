@@ -2,8 +2,10 @@
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from embedlab.data.sampler import ShardedBatchSampler
@@ -24,10 +26,10 @@ class EmbeddingDataModule(L.LightningDataModule):
     The model decides how rows become tensors: `make_collator(text_columns, target_column)` is set from it.
     """
 
-    formats: dict[str, tuple[str, ...]] = {}
+    formats: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, name: str, batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 42, evaluation: Mapping | None = None):
+                 seed: int = 42, evaluation: Mapping | None = None, on_bad_row: str = "error"):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
@@ -37,6 +39,8 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.evaluation = evaluation or {}
+        # error: a malformed row stops the run naming its file and line; skip: it is dropped, counted and warned of.
+        self.on_bad_row = on_bad_row
         self.format: str | None = None
         self.make_collator: Callable[[list[str], str | None], Callable] | None = None
         self.train_rows: list[dict] | None = None
@@ -74,10 +78,21 @@ class EmbeddingDataModule(L.LightningDataModule):
         sampler = ShardedBatchSampler(
             [tuple(row[column] for column in self.text_columns) for row in self.train_rows],
             batch_size=self.batch_size, unique_texts=self.unique_texts, seed=self.seed,
-            rank=self._rank(), world_size=self._world_size())
+            rank=self._rank(), world_size=self._world_size(), batches_done=self._batches_done)
+        # Its own generator: creating an iterator then draws nothing from the global one that dropout draws from,
+        # so a resumed run draws the dropout masks the uninterrupted one draws.
         return DataLoader(self.train_rows, batch_sampler=sampler, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed),
                           collate_fn=self.make_collator(self.text_columns, self.target_column),
                           persistent_workers=self.num_workers > 0)
+
+    def _batches_done(self, epoch: int) -> int:
+        """Batches of `epoch` an interrupted run trained on, when resuming it mid-epoch: Lightning restores its step
+        counts but not the position of a plain DataLoader."""
+        fit_loop = self.trainer.fit_loop if self.trainer is not None else None
+        if fit_loop is None or not fit_loop.restarting or fit_loop.epoch_progress.current.processed != epoch:
+            return 0
+        return fit_loop.epoch_loop.batch_progress.current.completed
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("dev")
@@ -95,7 +110,7 @@ class EmbeddingDataModule(L.LightningDataModule):
 
     def _load_eval(self, split: str) -> list[dict]:
         name = self.evaluation["name"]
-        rows, origin = load_source(self.evaluation[split], f"evaluation '{name}' {split}")
+        rows, origin = load_source(self.evaluation[split], f"evaluation '{name}' {split}", self.on_bad_row)
         label_names = self.evaluation.get("label_names") or {}
         if self.evaluation.get("target", "score") == "label":
             unknown = {row["label"] for row in rows} - set(label_names) - set(label_names.values())

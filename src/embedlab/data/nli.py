@@ -2,6 +2,7 @@
 
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 from embedlab.data.base import EmbeddingDataModule
 from embedlab.data.sources import read_hub, read_local
@@ -42,7 +43,8 @@ class NLIDataModule(EmbeddingDataModule):
     Triplets are built per file, so the same premise in two files (two annotation protocols) gives two triplets.
     """
 
-    formats = {"triplets": ("anchor", "positive", "negative"), "pairs": ("sentence1", "sentence2", "label")}
+    formats: ClassVar[dict[str, tuple[str, ...]]] = {
+        "triplets": ("anchor", "positive", "negative"), "pairs": ("sentence1", "sentence2", "label")}
 
     def __init__(self, files: list, columns: dict, hub: dict | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -59,7 +61,7 @@ class NLIDataModule(EmbeddingDataModule):
             convert = nli_triplets if format == "triplets" else nli_pairs
             rows = []
             for file in present:
-                raw = read_local(columns=self.columns, **file)
+                raw = read_local(columns=self.columns, **{"on_bad_row": self.on_bad_row, **file})
                 converted = convert(raw)
                 log.info("%s: %d labelled pairs -> %d %s", file["path"], len(raw), len(converted), format)
                 rows.extend(converted)
@@ -73,8 +75,9 @@ class NLIDataModule(EmbeddingDataModule):
         hub = self.hub
         if format == "triplets":
             columns = {"anchor": "anchor", "positive": "positive", "negative": "negative"}
-            rows = read_hub(hub["id"], hub["split"], columns, subset=hub["triplet_subset"])
+            rows = read_hub(hub["id"], hub["split"], columns, subset=hub["triplet_subset"], on_bad_row=self.on_bad_row)
         else:
             columns = {"premise": "premise", "hypothesis": "hypothesis", "label": "label"}
-            rows = nli_pairs(read_hub(hub["id"], hub["split"], columns, subset=hub["pair_subset"]))
+            rows = nli_pairs(read_hub(hub["id"], hub["split"], columns, subset=hub["pair_subset"],
+                                      on_bad_row=self.on_bad_row))
         return rows, f"hub:{hub['id']}"

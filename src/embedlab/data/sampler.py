@@ -1,6 +1,7 @@
 """Batch sampling that shards across DDP processes itself and can keep every text unique within a batch."""
 
 import random
+from collections.abc import Callable
 
 from torch.utils.data import Sampler
 
@@ -15,7 +16,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, row_texts: list[tuple[str, ...]], batch_size: int, unique_texts: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = False):
+                 rank: int = 0, world_size: int = 1, drop_last: bool = False,
+                 batches_done: Callable[[int], int] | None = None):
         super().__init__()
         self.row_texts = row_texts
         self.batch_size = batch_size
@@ -25,13 +27,22 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.drop_last = drop_last or world_size > 1
         self.epoch = 0
+        # Given an epoch, how many of its batches an interrupted run already trained on: a resumed run skips them.
+        self.batches_done = batches_done
         self._planned: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> "ShardedBatchSampler":
+        # Lightning calls set_epoch on `dataloader.batch_sampler.sampler`, never on the batch sampler itself; without
+        # this every epoch would repeat the first epoch's order.
+        return self
+
     def __iter__(self):
-        yield from self._plan()
+        skip = self.batches_done(self.epoch) if self.batches_done is not None else 0
+        yield from self._plan()[skip:]
 
     def __len__(self) -> int:
         return len(self._plan())

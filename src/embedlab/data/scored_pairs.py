@@ -32,7 +32,7 @@ class PairsDataModule(EmbeddingDataModule):
 
     def load_all(self, format: str) -> tuple[list[dict], str]:
         """Every row of the source, before `max_rows` takes its subset."""
-        rows, origin = load_source(self.source, f"data '{self.name}'")
+        rows, origin = load_source(self.source, f"data '{self.name}'", self.on_bad_row)
         if "label" in self.formats[format]:
             for index, row in enumerate(rows):
                 row["label"] = self._label(row["label"], origin, index)

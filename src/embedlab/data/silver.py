@@ -45,7 +45,7 @@ class SilverDataModule(PairsDataModule):
         elif self.pool == "gold":
             pool_rows, pool_origin = gold, "the gold pairs recombined"
         else:
-            pool_rows, pool_origin = load_source(self.pool, f"data '{self.name}' pool")
+            pool_rows, pool_origin = load_source(self.pool, f"data '{self.name}' pool", self.on_bad_row)
         sentences = sorted({row[column] for row in pool_rows for column in ("sentence1", "sentence2")})
         gold_pairs = {(row["sentence1"], row["sentence2"]) for row in gold}
         key = cache_key(gold=sorted(gold_pairs), pool=sentences, strategy=self.strategy, top_k=self.top_k,

@@ -2,30 +2,47 @@
 
 A source is a mapping with an optional `local` part and an optional `hub` part. The local file wins when it
 exists; otherwise the hub dataset is loaded. Every row comes out with the project's column names.
+
+A malformed row (a missing field, a non-numeric or out-of-range score, an empty text, invalid UTF-8, a jsonl line
+that is not a JSON object) is never trained on: `on_bad_row="error"` stops at the first one, naming the file and
+line (or the hub row); `on_bad_row="skip"` drops each one and logs how many went.
 """
 
 import csv
 import json
-from collections.abc import Mapping
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from embedlab.errors import DataError
+from embedlab.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 # Every other column holds text, and an empty text would train on padding alone.
 TARGET_COLUMNS = ("score", "label")
+BAD_ROW_POLICIES = ("error", "skip")
 LOCAL_DATA_HINT = ("Point at local data: set paths.data_dir=<folder> (or the EMBEDLAB_DATA_DIR environment variable) "
                    "to a folder laid out like ../shared/data, or set the data config's local.path.")
 
 
-def load_source(source: Mapping, description: str) -> tuple[list[dict], str]:
-    """Rows of a source and where they came from (a file path or a hub id)."""
+class BadRow(DataError):
+    """One row cannot be trained on; the message starts with where the row is."""
+
+
+def load_source(source: Mapping, description: str, on_bad_row: str = "error") -> tuple[list[dict], str]:
+    """Rows of a source and where they came from (a file path or a hub id).
+
+    `on_bad_row` applies unless the source's local or hub part sets its own.
+    """
     local = source.get("local")
     if local and Path(local["path"]).exists():
-        return read_local(**local), str(local["path"])
+        return read_local(**{"on_bad_row": on_bad_row, **local}), str(local["path"])
     hub = source.get("hub")
     if hub:
         try:
-            return read_hub(**hub), f"hub:{hub['id']}"
+            return read_hub(**{"on_bad_row": on_bad_row, **hub}), f"hub:{hub['id']}"
+        except BadRow:
+            raise
         except DataError as error:
             where = f"no file at {local['path']}, and " if local else ""
             raise DataError(f"{description}: {where}{error}") from error
@@ -34,21 +51,28 @@ def load_source(source: Mapping, description: str) -> tuple[list[dict], str]:
 
 
 def read_local(path: str, columns: Mapping[str, str | int], delimiter: str | None = None, quoting: str = "minimal",
-               header: bool = True, score_range: tuple[float, float] = (0.0, 1.0)) -> list[dict]:
+               header: bool = True, score_range: tuple[float, float] = (0.0, 1.0),
+               on_bad_row: str = "error") -> list[dict]:
     """Read a jsonl, csv or tsv file; `columns` maps our names to the file's names (or 0-based indices).
 
     Scores are rescaled from `score_range` to [0, 1], e.g. STSB's 0-5 or SICK's 1-5.
     """
+    _check_policy(on_bad_row)
     path = Path(path)
     if path.suffix in (".jsonl", ".json"):
-        records = _read_jsonl(path)
+        records = ((f"{path}:{line}", text) for line, text in _jsonl_lines(path))
+        parse = _json_object
     else:
-        records = _read_delimited(path, delimiter or ("," if path.suffix == ".csv" else "\t"), quoting, header)
-    return [_select(record, columns, score_range, f"{path}:{line}") for line, record in records]
+        table = _read_delimited(path, delimiter or ("," if path.suffix == ".csv" else "\t"), quoting, header)
+        records = ((f"{path}:{line}", record) for line, record in table)
+        parse = _as_is
+    return _good_rows(records, lambda record, where: _select(parse(record, where), columns, score_range, where),
+                      on_bad_row, str(path))
 
 
 def read_hub(id: str, split: str, columns: Mapping[str, str], subset: str | None = None,
-             score_range: tuple[float, float] = (0.0, 1.0)) -> list[dict]:
+             score_range: tuple[float, float] = (0.0, 1.0), on_bad_row: str = "error") -> list[dict]:
+    _check_policy(on_bad_row)
     import datasets
 
     try:
@@ -57,25 +81,60 @@ def read_hub(id: str, split: str, columns: Mapping[str, str], subset: str | None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(f"could not load '{id}' ({split}) from the Hugging Face hub: {reason[:200]}. "
                         f"{LOCAL_DATA_HINT}") from error
-    return [_select(record, columns, score_range, f"hub:{id}/{split} row {i}") for i, record in enumerate(dataset)]
+    records = ((f"hub:{id}/{split} row {index}", record) for index, record in enumerate(dataset))
+    return _good_rows(records, lambda record, where: _select(record, columns, score_range, where), on_bad_row,
+                      f"hub:{id}/{split}")
 
 
-def _read_jsonl(path: Path):
-    with path.open(encoding="utf-8") as handle:
+def _check_policy(on_bad_row: str) -> None:
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise ConfigError(f"on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, got {on_bad_row!r}")
+
+
+def _good_rows(records: Iterable[tuple[str, object]], select: Callable[[object, str], dict], on_bad_row: str,
+               origin: str) -> list[dict]:
+    rows, skipped, first_problem = [], 0, None
+    for where, record in records:
+        try:
+            rows.append(select(record, where))
+        except BadRow as problem:
+            if on_bad_row == "error":
+                raise
+            skipped += 1
+            first_problem = first_problem or str(problem)
+    if skipped:
+        log.warning("%s: skipped %d malformed rows of %d (on_bad_row=skip); the first: %s", origin, skipped,
+                    skipped + len(rows), first_problem)
+    return rows
+
+
+def _jsonl_lines(path: Path):
+    # Undecodable bytes become lone surrogates, so one bad line is reported (or skipped) rather than the whole file.
+    with path.open(encoding="utf-8", errors="surrogateescape") as handle:
         for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
+            if line.strip():
+                yield line_number, line
+
+
+def _json_object(text: str, where: str) -> dict:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadRow(f"{where}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise BadRow(f"{where}: not a JSON object")
+    return record
+
+
+def _as_is(record: dict, where: str) -> dict:
+    return record
 
 
 def _read_delimited(path: Path, delimiter: str, quoting: str, header: bool):
     quote_modes = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
     if quoting not in quote_modes:
         raise DataError(f"quoting must be one of {sorted(quote_modes)}, got {quoting!r}")
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter, quoting=quote_modes[quoting])
         names = next(reader, None) if header else None
         for row in reader:
@@ -89,20 +148,31 @@ def _select(record: Mapping, columns: Mapping[str, str | int], score_range, wher
     for ours, theirs in columns.items():
         if theirs not in record:
             available = ", ".join(str(key) for key in record)
-            raise DataError(f"{where}: missing column '{theirs}' (for '{ours}'); the row has: {available}")
+            raise BadRow(f"{where}: missing column '{theirs}' (for '{ours}'); the row has: {available}")
         row[ours] = record[theirs]
     for column, value in row.items():
-        if column not in TARGET_COLUMNS and (not isinstance(value, str) or not value.strip()):
-            raise DataError(f"{where}: empty or non-text value {value!r} in column '{column}'")
+        if column in TARGET_COLUMNS:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise BadRow(f"{where}: empty or non-text value {value!r} in column '{column}'")
+        if _has_undecodable_bytes(value):
+            raise BadRow(f"{where}: invalid UTF-8 in column '{column}'")
     if "score" in row:
-        low, high = score_range
-        row["score"] = (_to_score(row["score"], where) - low) / (high - low)
+        row["score"] = _to_score(row["score"], score_range, where)
     return row
 
 
-def _to_score(value, where: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: score {value!r} is not a number") from None
+def _has_undecodable_bytes(text: str) -> bool:
+    return any("\udc80" <= character <= "\udcff" for character in text)
 
+
+def _to_score(value, score_range, where: str) -> float:
+    """The score rescaled from `score_range` to [0, 1]."""
+    low, high = score_range
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise BadRow(f"{where}: score {value!r} is not a number") from None
+    if math.isnan(score) or not low <= score <= high:
+        raise BadRow(f"{where}: score {value!r} is outside [{low:g}, {high:g}]")
+    return (score - low) / (high - low)

@@ -25,22 +25,43 @@ def chunked_top_k(encoder: TextEncoder, queries: list[str], corpus: list[str], t
         raise ValueError(f"score_function must be one of {', '.join(SCORE_FUNCTIONS)}, got {score_function!r}")
     k = min(top_k, len(corpus))
     query_embeddings = _prepare(encoder.encode(queries, batch_size=batch_size, show_progress_bar=True), score_function)
-    best_scores = torch.full((len(queries), k), float("-inf"))
-    best_indices = torch.full((len(queries), k), -1, dtype=torch.long)
+    best = TopK(len(queries), k)
     with tqdm(total=len(corpus), desc=description, unit="doc") as progress:
         for start in range(0, len(corpus), corpus_chunk_size):
             chunk = _prepare(encoder.encode(corpus[start:start + corpus_chunk_size], batch_size=batch_size),
                              score_function)
-            for first in range(0, len(queries), query_block_size):
-                rows = slice(first, first + query_block_size)
-                scores = query_embeddings[rows] @ chunk.T
-                chunk_scores, chunk_indices = scores.topk(min(k, len(chunk)), dim=1)
-                merged_scores = torch.cat([best_scores[rows], chunk_scores], dim=1)
-                merged_indices = torch.cat([best_indices[rows], chunk_indices + start], dim=1)
-                best_scores[rows], order = merged_scores.topk(k, dim=1)
-                best_indices[rows] = merged_indices.gather(1, order)
+            best.fold(query_embeddings, chunk, start, query_block_size)
             progress.update(len(chunk))
-    return best_scores, best_indices
+    return best.scores, best.indices
+
+
+def top_k_cosine(queries: torch.Tensor, corpus: torch.Tensor, k: int, block_size: int = 1024
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best-first (scores, indices) of the k most cosine-similar corpus rows, for embeddings already in memory."""
+    queries, corpus = _prepare(queries, "cosine"), _prepare(corpus, "cosine")
+    best = TopK(len(queries), min(k, len(corpus)))
+    for start in range(0, len(corpus), block_size):
+        best.fold(queries, corpus[start:start + block_size], start, block_size)
+    return best.scores, best.indices
+
+
+class TopK:
+    """A running top-k per query, so that only one block of scores ever exists at a time."""
+
+    def __init__(self, num_queries: int, k: int):
+        self.k = k
+        self.scores = torch.full((num_queries, k), float("-inf"))
+        self.indices = torch.full((num_queries, k), -1, dtype=torch.long)
+
+    def fold(self, queries: torch.Tensor, chunk: torch.Tensor, chunk_start: int, query_block_size: int) -> None:
+        """Merge the scores of `chunk` (corpus rows from `chunk_start` on) into the running top-k."""
+        for first in range(0, len(queries), query_block_size):
+            rows = slice(first, first + query_block_size)
+            chunk_scores, chunk_indices = (queries[rows] @ chunk.T).topk(min(self.k, len(chunk)), dim=1)
+            merged_scores = torch.cat([self.scores[rows], chunk_scores], dim=1)
+            merged_indices = torch.cat([self.indices[rows], chunk_indices + chunk_start], dim=1)
+            self.scores[rows], order = merged_scores.topk(self.k, dim=1)
+            self.indices[rows] = merged_indices.gather(1, order)
 
 
 def _prepare(embeddings: torch.Tensor, score_function: str) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from hydra.utils import get_class
+
 from embedlab.errors import ConfigError
 
 
@@ -50,3 +52,14 @@ def choose_format(loss_name: str, signature: Signature, data_name: str, formats:
     offered = " or ".join("(" + ", ".join(columns) + ")" for columns in formats.values())
     raise ConfigError(f"loss '{loss_name}' needs columns {signature.describe()} but data '{data_name}' provides "
                       f"{offered}")
+
+
+def configured_loss_class(loss_cfg) -> type:
+    """The class whose `signature`, `consumes` and `uses_in_batch_negatives` describe a configured loss.
+
+    Read from the config alone, before anything is built: the loss's own class, or for a wrapper loss (a class with
+    a `wrapped_class(loss_cfg)` classmethod) the class of the loss it wraps.
+    """
+    loss_class = get_class(loss_cfg["_target_"])
+    wrapped_class = getattr(loss_class, "wrapped_class", None)
+    return wrapped_class(loss_cfg) if wrapped_class else loss_class

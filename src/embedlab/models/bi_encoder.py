@@ -5,6 +5,7 @@ import inspect
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -12,7 +13,7 @@ from torchmetrics import MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 
 from embedlab.data.collate import Collator
 from embedlab.encoder import SentenceEncoder
-from embedlab.errors import ConfigError
+from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.models.optim import adamw_with_warmup
 
 
@@ -46,7 +47,7 @@ class BiEncoderModule(L.LightningModule):
                               f"'{cfg.evaluation.name}' has target '{cfg.evaluation.target}'")
         encoder = SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
         needs_dim = "embedding_dim" in inspect.signature(get_class(cfg.loss._target_)).parameters
-        loss = instantiate(cfg.loss, **({"embedding_dim": encoder.embedding_dim} if needs_dim else {}))
+        loss = _instantiate_loss(cfg.loss, **({"embedding_dim": encoder.embedding_dim} if needs_dim else {}))
         return cls(encoder, loss, text_columns, eval_name=cfg.evaluation.name, **cfg.optim)
 
     def make_collator(self, text_columns: list[str], target_column: str | None) -> Collator:
@@ -56,10 +57,18 @@ class BiEncoderModule(L.LightningModule):
         self.encoder.save(directory)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        embeddings = [self.encoder(batch["features"][column]) for column in self.text_columns]
+        embeddings = [self._embed_for_loss(batch["features"][column]) for column in self.text_columns]
         loss = self.loss(embeddings, batch.get("target"))
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _embed_for_loss(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        # A loss that sees the whole batch at once (in-batch negatives) may ask for it to be embedded in mini-batches,
+        # trading a second forward pass for the memory of one mini-batch.
+        mini_batch_size = getattr(self.loss, "mini_batch_size", None)
+        if mini_batch_size:
+            return self.encoder.forward_in_mini_batches(features, mini_batch_size)
+        return self.encoder(features)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._score_sts(batch, "dev")
@@ -82,6 +91,19 @@ class BiEncoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         return adamw_with_warmup(self, **self.optim)
+
+
+def _instantiate_loss(loss_cfg: DictConfig, **kwargs) -> nn.Module:
+    try:
+        return instantiate(loss_cfg, **kwargs)
+    except InstantiationException as error:
+        # Hydra wraps whatever a constructor raises; a bad loss setting should still read as one config error.
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, EmbedlabError):
+            raise cause from None
+        raise
 
 
 def log_split_metrics(module: L.LightningModule, metrics: MetricCollection, split: str, eval_name: str) -> None:

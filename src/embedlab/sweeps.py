@@ -1,0 +1,119 @@
+"""Sweeps over training runs: the Optuna study's storage, and the summary written when a multirun ends.
+
+`python train.py -m hparams_search=optuna ...` and plain grids (`-m loss=mnr,cosent optim.lr=1e-5,3e-5`) run
+each job in its own folder `<sweep dir>/<job number>`; at the end `SweepSummary` writes summary.csv, summary.md
+and summary.png beside them, one row per job. The sweeper itself is hydra_plugins.embedlab_optuna, where Hydra
+requires its plugins to live.
+"""
+
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from embedlab.evaluation.report import RESULTS_FILE, markdown_table
+
+log = logging.getLogger(__name__)
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MARKDOWN = "summary.md"
+SUMMARY_PLOT = "summary.png"
+
+
+def sqlite_storage(url: str):
+    from optuna.storages import RDBStorage
+
+    # Autocommit: under SQLAlchemy 2, optuna 2.10 stamps the schema version on a connection it never commits,
+    # which leaves the sqlite file locked for every later write.
+    return RDBStorage(url, engine_kwargs={"isolation_level": "AUTOCOMMIT"})
+
+
+def existing_trials(study_name: str | None, storage) -> list:
+    import optuna
+    from optuna.trial import TrialState
+
+    if study_name is None or storage is None:
+        return []
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return []
+    for trial in study.trials:
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+    return study.trials
+
+
+class SweepSummary(Callback):
+    """Hydra callback: W&B groups the runs of one multirun under the sweep folder's name, and a table and a
+    plot of every job's results (results.json) against its overrides are written when the multirun ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        os.environ.setdefault("WANDB_RUN_GROUP", str(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sweep_jobs(sweep_dir)
+        if not jobs:
+            return
+        metric = config.get("optimized_metric")
+        varying, metrics, rows = summary_rows(jobs, metric)
+        columns = ["job", *varying, *metrics]
+        with (sweep_dir / SUMMARY_CSV).open("w", newline="") as handle:
+            csv.writer(handle).writerows([columns, *rows])
+        (sweep_dir / SUMMARY_MARKDOWN).write_text(f"# Sweep {sweep_dir}\n\n" + markdown_table(columns, rows))
+        plot_metric = metric or next((key for key in metrics if key.startswith("dev/")), None)
+        if plot_metric in metrics:
+            labels = [f"{row[0]}: " + " ".join(f"{key}={value}" for key, value in zip(varying, row[1:]))
+                      for row in rows]
+            plot_sweep(labels, [row[columns.index(plot_metric)] for row in rows], plot_metric,
+                       sweep_dir / SUMMARY_PLOT)
+        log.info("sweep summary of %d jobs: %s", len(rows), sweep_dir / SUMMARY_MARKDOWN)
+
+
+def sweep_jobs(sweep_dir: Path) -> list[tuple[str, dict[str, str], dict]]:
+    """(job folder name, its overrides, its results or {} when it did not finish) in job order."""
+    jobs = []
+    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        job_dir = overrides_file.parent.parent
+        overrides = dict(override.split("=", 1) for override in yaml.safe_load(overrides_file.read_text()) or [])
+        results_file = job_dir / RESULTS_FILE
+        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        jobs.append((job_dir.name, overrides, results))
+    return sorted(jobs, key=lambda job: (not job[0].isdigit(), int(job[0]) if job[0].isdigit() else 0, job[0]))
+
+
+def summary_rows(jobs: list[tuple[str, dict, dict]], metric: str | None) -> tuple[list[str], list[str], list[list]]:
+    """The override keys that differ between jobs (all of them for a single job), the result keys (the optimised
+    metric first), and one row per job: its name, its value of each override key, then of each result key."""
+    keys = list(dict.fromkeys(key for _, overrides, _ in jobs for key in overrides))
+    varying = [key for key in keys if len({overrides.get(key) for _, overrides, _ in jobs}) > 1] or keys
+    results = sorted({key for _, _, result in jobs for key in result} - {metric})
+    metrics = ([metric] if metric else []) + results
+    rows = [[name, *(overrides.get(key) for key in varying), *(result.get(key) for key in metrics)]
+            for name, overrides, result in jobs]
+    return varying, metrics, rows
+
+
+def plot_sweep(labels: list[str], values: list, metric: str, path: Path) -> Path:
+    """One bar per job, its `metric` (none for a job without results)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display is needed or wanted
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 1.5 + 0.4 * len(labels)))
+    axes.barh(labels, [value if isinstance(value, (int, float)) else math.nan for value in values])
+    axes.invert_yaxis()
+    axes.set_xlabel(metric)
+    axes.set_title("Sweep")
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

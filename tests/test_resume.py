@@ -1,0 +1,107 @@
+"""Seeded runs repeat bit for bit, and a run stopped by SIGINT or SIGTERM resumes to the uninterrupted result."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from cli import assert_one_line_error, run_train
+from safetensors.torch import load_file
+
+TESTS_DIR = Path(__file__).resolve().parent
+# 48 STSB rows in batches of 8: 6 steps an epoch, 12 in all; dev every 2 steps.
+RUN = ("experiment=stsb_cosine", "data.batch_size=8", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+       "seed=7")
+# Mid-epoch (the second epoch's third step), where a resume must skip the batches already trained on.
+INTERRUPT_AT_STEP = 9
+
+
+class SignalAtStep(L.Callback):
+    """Test only: the training process sends itself `signal_name` once `step` optimiser steps are done."""
+
+    def __init__(self, step: int, signal_name: str):
+        self.step = step
+        self.signal = signal.Signals[signal_name]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signal)
+
+
+def train_losses(run_dir: Path) -> list[str]:
+    """The logged training loss of each step, as written (so equal means bit-identical)."""
+    lines = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    column = lines[0].split(",").index("train/loss")
+    return [line.split(",")[column] for line in lines[1:] if line.split(",")[column]]
+
+
+def assert_same_weights(first_dir: Path, second_dir: Path) -> None:
+    first, second = (load_file(run_dir / "model" / "model.safetensors") for run_dir in (first_dir, second_dir))
+    assert first.keys() == second.keys()
+    for name in first:
+        assert first[name].equal(second[name]), name
+
+
+@pytest.fixture(scope="module")
+def paths(tiny_data_dir, tiny_model_dir) -> dict:
+    return {"data_dir": tiny_data_dir, "backbone": tiny_model_dir}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, paths) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    result = run_train(*RUN, run_dir=run_dir, **paths)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(train_losses(run_dir)) == 12
+    return run_dir
+
+
+@pytest.fixture
+def signal_callback_importable(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
+
+
+def interrupt(run_dir: Path, signal_name: str, paths: dict):
+    interrupting = ["+callbacks.interrupt._target_=test_resume.SignalAtStep",
+                    f"+callbacks.interrupt.step={INTERRUPT_AT_STEP}", f"+callbacks.interrupt.signal_name={signal_name}"]
+    result = run_train(*RUN, *interrupting, run_dir=run_dir, **paths)
+    assert_one_line_error(result, f"training interrupted at step {INTERRUPT_AT_STEP}; resume with ckpt_path=last "
+                                  f"hydra.run.dir={run_dir}")
+    assert not (run_dir / "model").exists() and not (run_dir / "results.json").exists()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == INTERRUPT_AT_STEP
+
+
+def test_sigterm_then_resume_gives_the_uninterrupted_result(tmp_path, paths, uninterrupted,
+                                                           signal_callback_importable):
+    run_dir = tmp_path / "interrupted"
+    interrupt(run_dir, "SIGTERM", paths)
+    # The same seed: the steps before the interruption are bit-identical to the uninterrupted run's.
+    assert train_losses(run_dir) == train_losses(uninterrupted)[:INTERRUPT_AT_STEP]
+
+    resumed = run_train(*RUN, "ckpt_path=last", run_dir=run_dir, **paths)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = json.loads((uninterrupted / "results.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in ("dev/stsb/spearman_cosine", "dev/stsb/pearson_cosine", "test/stsb/pearson_cosine"):
+        assert results[key] == expected[key], key
+    assert_same_weights(uninterrupted, run_dir)
+
+
+def test_sigint_also_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, paths, signal_callback_importable):
+    interrupt(tmp_path / "interrupted", "SIGINT", paths)
+
+
+def test_another_seed_trains_differently(tmp_path, paths, uninterrupted):
+    other = run_train(*RUN, "seed=8", "trainer.max_steps=2", run_dir=tmp_path / "other", **paths)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert train_losses(tmp_path / "other") != train_losses(uninterrupted)[:2]
+
+
+def test_resuming_without_a_checkpoint_is_a_one_line_error(tmp_path, paths):
+    run_dir = tmp_path / "fresh"
+    result = run_train("experiment=stsb_cosine", "ckpt_path=last", run_dir=run_dir, **paths)
+    assert_one_line_error(result, f"ckpt_path=last: no checkpoint at {run_dir / 'checkpoints' / 'last.ckpt'}")
