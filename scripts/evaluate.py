@@ -11,16 +11,16 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embedlab.config import CONF_DIR
 from embedlab.encoder import SentenceEncoder
-from embedlab.errors import EmbedlabError
+from embedlab.errors import user_error
 from embedlab.evaluation.latency import LatencyEvaluator
 from embedlab.evaluation.report import write_results
 from embedlab.evaluation.runner import peak_rss_mb, run_evaluators
+from embedlab.redaction import redact_secrets
 
 log = logging.getLogger("embedlab.evaluate")
 REFERENCE_BATCH_SIZE = 32
@@ -35,7 +35,8 @@ def evaluate(cfg: DictConfig) -> dict:
     encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device)
     rss_with_model = peak_rss_mb()
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True))),
+                   run_dir / "config.yaml")
 
     results, similarities = run_evaluators(encoder, evaluators)
     latency = next((e for e in evaluators.values() if isinstance(e, LatencyEvaluator)), None)
@@ -78,14 +79,12 @@ def _log_to_loggers(cfg: DictConfig, results: dict) -> None:
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except InstantiationException as error:
-        # Hydra wraps what a config's target raises; a data problem still deserves its one line.
-        if isinstance(error.__cause__, EmbedlabError):
-            print(f"embedlab: error: {error.__cause__}", file=sys.stderr)
-            sys.exit(1)
-        raise
-    except EmbedlabError as error:
-        print(f"embedlab: error: {error}", file=sys.stderr)
+    except Exception as error:
+        # Hydra's instantiate wraps what a config's target raises; a config or data problem still gets its one line.
+        cause = user_error(error)
+        if cause is None:
+            raise
+        print(f"embedlab: error: {cause}", file=sys.stderr)
         sys.exit(1)
 
 

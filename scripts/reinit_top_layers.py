@@ -16,12 +16,24 @@ from embedlab.encoder import SentenceEncoder
 
 
 def reinit_top_layers(encoder: SentenceEncoder, layers: int, seed: int) -> None:
+    """BERT's own initialisation (normal weights of std `initializer_range`, zero biases, unit LayerNorms).
+
+    Written out rather than through the model's `_init_weights`, which transformers 5 skips for modules it has
+    marked as already initialised from a checkpoint.
+    """
     blocks = encoder.backbone.encoder.layer
     if not 0 < layers <= len(blocks):
         raise SystemExit(f"--layers must be between 1 and {len(blocks)}, got {layers}")
-    torch.manual_seed(seed)
-    for block in blocks[len(blocks) - layers:]:
-        block.apply(encoder.backbone._init_weights)
+    generator = torch.Generator().manual_seed(seed)
+    std = encoder.backbone.config.initializer_range
+    with torch.no_grad():
+        for module in blocks[len(blocks) - layers:].modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                module.bias.zero_()
+            elif isinstance(module, torch.nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
 
 
 def main() -> None:

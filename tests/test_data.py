@@ -2,6 +2,7 @@ import json
 from collections import Counter
 
 import pytest
+import torch
 
 from embedlab.data.nli import NLIDataModule, nli_pairs, nli_triplets
 from embedlab.data.sampler import ShardedBatchSampler
@@ -60,6 +61,11 @@ def test_nli_module_picks_triplets_for_mnr_and_pairs_for_softmax(tmp_path):
     assert module.fit_loss("softmax", SoftmaxLoss) == ["sentence1", "sentence2"]
     pairs, _ = module.load_train(module.format)
     assert len(pairs) == 24 and Counter(p["label"] for p in pairs) == {0: 8, 1: 8, 2: 8}
+
+    module = NLIDataModule(files=files, columns=columns, name="nli", hard_negatives=False)
+    assert module.fit_loss("mnr", MultipleNegativesRankingLoss) == ["anchor", "positive"]
+    positives, _ = module.load_train(module.format)
+    assert positives == [{"anchor": t["anchor"], "positive": t["positive"]} for t in triplets]
 
 
 def test_nli_module_refuses_a_scored_loss_before_loading(tmp_path):
@@ -179,3 +185,87 @@ def test_scores_are_rescaled_from_their_range(tmp_path):
     rows = read_local(str(path), {"sentence1": "sentence_A", "sentence2": "sentence_B", "score": "relatedness_score"},
                       quoting="none", score_range=(1, 5))
     assert [row["score"] for row in rows] == [1.0, 0.0, 0.5]
+
+
+def varied_length_rows(premises: int = 40, hypotheses: int = 3) -> list[tuple[str, str]]:
+    """Premises of 1 to 40 words, each with several hypotheses: repeated texts and a wide spread of lengths."""
+    return [(f"premise {p} " + "word " * (1 + (p * 7) % 40), f"hypothesis {p}-{h}")
+            for p in range(premises) for h in range(hypotheses)]
+
+
+def row_length(row: tuple[str, ...]) -> int:
+    return sum(len(text) for text in row)
+
+
+def mean_length_spread(rows, batches) -> float:
+    return sum(max(row_length(rows[i]) for i in b) - min(row_length(rows[i]) for i in b) for b in batches) / len(
+        batches)
+
+
+def test_length_grouped_batches_are_unique_homogeneous_and_cover_every_row():
+    rows = varied_length_rows()
+    grouped = list(ShardedBatchSampler(rows, batch_size=8, unique_texts=True, seed=5, group_by_length=True,
+                                       length_group_batches=16))
+    for batch in grouped:
+        texts = [text for index in batch for text in rows[index]]
+        assert len(texts) == len(set(texts)), batch
+    assert sorted(index for batch in grouped for index in batch) == list(range(len(rows)))
+    plain = list(ShardedBatchSampler(rows, batch_size=8, unique_texts=True, seed=5))
+    assert mean_length_spread(rows, grouped) < 0.35 * mean_length_spread(rows, plain)
+
+
+def test_length_grouped_order_is_fixed_by_seed_and_epoch_and_still_shuffled():
+    rows = varied_length_rows()
+
+    def batches(seed: int, epoch: int) -> list[list[int]]:
+        sampler = ShardedBatchSampler(rows, batch_size=8, unique_texts=True, seed=seed, group_by_length=True,
+                                      length_group_batches=4)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert batches(1, 0) == batches(1, 0)
+    assert batches(1, 1) != batches(1, 0)
+    assert batches(2, 0) != batches(1, 0)
+    # The groups are sorted longest first, but the batches are shuffled: lengths do not simply fall through an epoch.
+    first_lengths = [row_length(rows[batch[0]]) for batch in batches(1, 0)]
+    assert first_lengths != sorted(first_lengths, reverse=True)
+
+
+def test_length_grouped_batches_shard_one_global_batch_and_resume_by_skipping():
+    rows = varied_length_rows()
+    shards = [list(ShardedBatchSampler(rows, batch_size=4, unique_texts=True, seed=1, rank=r, world_size=2,
+                                       group_by_length=True, length_group_batches=4)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) > 0
+    for local_0, local_1 in zip(*shards):
+        assert len(local_0) == len(local_1) == 4
+        texts = [text for index in local_0 + local_1 for text in rows[index]]
+        assert len(texts) == len(set(texts))
+    seen = [index for shard in shards for batch in shard for index in batch]
+    assert len(seen) == len(set(seen))
+
+    resumed = ShardedBatchSampler(rows, batch_size=4, unique_texts=True, seed=1, rank=0, world_size=2,
+                                  group_by_length=True, length_group_batches=4, batches_done=lambda epoch: 3)
+    assert list(resumed) == shards[0][3:]
+
+
+def test_collator_pads_each_batch_to_its_longest_text_in_worker_processes(tiny_model_dir):
+    from torch.utils.data import DataLoader
+
+    from embedlab.data.collate import Collator
+    from embedlab.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
+    rows = [{"anchor": "a man plays", "positive": "a man plays the guitar in the park"},
+            {"anchor": "a dog", "positive": "the dog runs"},
+            {"anchor": "the young boy rides a red bike", "positive": "a boy rides"},
+            {"anchor": "a cat", "positive": "a cat sleeps"}]
+    collate = Collator(encoder.tokenize, ["anchor", "positive"])
+    in_main = list(DataLoader(rows, batch_size=2, collate_fn=collate))
+    in_worker = list(DataLoader(rows, batch_size=2, collate_fn=collate, num_workers=1))
+    for main_batch, worker_batch in zip(in_main, in_worker, strict=True):
+        for column in ("anchor", "positive"):
+            ids = main_batch["features"][column]["input_ids"]
+            assert torch.equal(ids, worker_batch["features"][column]["input_ids"])
+            assert main_batch["features"][column]["attention_mask"][:, -1].any(), "padded beyond the longest text"
+    assert in_main[0]["features"]["anchor"]["input_ids"].shape[1] < in_main[0]["features"]["positive"][
+        "input_ids"].shape[1]

@@ -82,3 +82,11 @@ def test_no_local_data_and_no_hub_says_how_to_point_at_local_data(tmp_path, tiny
     result = run_train("data=stsb", "loss=cosine", run_dir=tmp_path / "run", data_dir=tmp_path / "empty",
                        backbone=tiny_model_dir)
     assert_one_line_error(result, "paths.data_dir")
+
+
+def test_a_run_without_any_logger(tmp_path, tiny_data_dir, tiny_model_dir):
+    # The learning-rate monitor refuses a trainer without a logger, so logger=none must take it away.
+    result = run_train("experiment=stsb_cosine", "logger=none", "trainer.max_steps=2", run_dir=tmp_path / "run",
+                       data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/stsb/spearman_cosine" in json.loads((tmp_path / "run" / "results.json").read_text())

@@ -11,3 +11,12 @@ class ConfigError(EmbedlabError):
 
 class DataError(EmbedlabError):
     """The data cannot be trained on: a missing column, an empty text, an unreadable file."""
+
+
+def user_error(error: BaseException) -> EmbedlabError | None:
+    """The EmbedlabError behind `error`, also when Hydra's instantiate wrapped it (once or several times)."""
+    while error is not None:
+        if isinstance(error, EmbedlabError):
+            return error
+        error = error.__cause__
+    return None

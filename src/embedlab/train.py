@@ -6,8 +6,6 @@ and results.json with keys "<split>/<evaluator>/<metric>" and "train/samples_per
 
 import json
 import logging
-import os
-import re
 import sys
 from pathlib import Path
 
@@ -21,15 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from embedlab.callbacks import ThroughputMeter
 from embedlab.config import CONF_DIR
-from embedlab.errors import ConfigError, EmbedlabError
+from embedlab.errors import ConfigError, EmbedlabError, user_error
 from embedlab.losses import configured_loss_class
+from embedlab.redaction import redact_secrets
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-# Names of environment variables and config keys whose values must never reach a log or a run directory.
-SECRET_NAME = re.compile(r"(^|_)(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)($|_)", re.IGNORECASE)
-MIN_SECRET_LENGTH = 8
-REDACTED = "<redacted>"
 
 
 class TrainingInterrupted(EmbedlabError):
@@ -64,7 +59,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.make_collator = module.make_collator
 
     meter = ThroughputMeter()
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + [meter]
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None] + [meter]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     loggable_config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
@@ -106,27 +101,6 @@ def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
-def redact_secrets(value):
-    """The value with every secret replaced: values of secret-named keys, and any text holding the value of a
-    secret-named environment variable (WANDB_API_KEY, HF_TOKEN, ...), as a config can pull it in via oc.env."""
-    secrets = sorted((text for name, text in os.environ.items()
-                      if SECRET_NAME.search(name) and len(text) >= MIN_SECRET_LENGTH), key=len, reverse=True)
-
-    def redact(item, key: str = ""):
-        if isinstance(item, dict):
-            return {name: redact(inner, str(name)) for name, inner in item.items()}
-        if isinstance(item, list):
-            return [redact(inner) for inner in item]
-        if isinstance(item, str):
-            if SECRET_NAME.search(key) and item:
-                return REDACTED
-            for secret in secrets:
-                item = item.replace(secret, REDACTED)
-        return item
-
-    return redact(value)
-
-
 def run_pipeline(cfg: DictConfig) -> dict[str, float]:
     """Recipes of several training runs, selected by an experiment's `pipeline` key."""
     if cfg.pipeline == "augmented_sbert":
@@ -154,8 +128,12 @@ def _load_best(trainer: L.Trainer, module: L.LightningModule) -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         results = run_pipeline(cfg) if cfg.get("pipeline") else train(cfg)
-    except EmbedlabError as error:
-        print(f"embedlab: error: {error}", file=sys.stderr)
+    except Exception as error:
+        # Hydra's instantiate wraps what a config's target raises; a config or data problem still gets its one line.
+        cause = user_error(error)
+        if cause is None:
+            raise
+        print(f"embedlab: error: {cause}", file=sys.stderr)
         sys.exit(1)
     metric = cfg.get("optimized_metric")
     return results.get(metric) if metric else None

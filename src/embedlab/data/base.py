@@ -1,6 +1,7 @@
 """The shared shape of every training data module: a train set in the columns a loss needs, plus evaluation pairs."""
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
@@ -23,13 +24,17 @@ class EmbeddingDataModule(L.LightningDataModule):
     `fit_loss` runs at start-up, before any data loads: it picks the format that fits the loss or fails naming
     both sides. Evaluation sets are (sentence1, sentence2, <evaluation.target>) sources under `evaluation`, where
     the target is a `score` (STS) or a `label` (pair classification, names mapped through `label_names`).
-    The model decides how rows become tensors: `make_collator(text_columns, target_column)` is set from it.
+    The model decides how rows become tensors: `make_collator(text_columns, target_column)` is set from it; the
+    collator runs in the DataLoader's `num_workers` worker processes, so tokenising overlaps the training step.
+    A subclass that streams its train rows sets `streaming` and provides `train_dataloader` itself.
     """
 
     formats: ClassVar[dict[str, tuple[str, ...]]] = {}
+    streaming = False
 
     def __init__(self, name: str, batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 42, evaluation: Mapping | None = None, on_bad_row: str = "error"):
+                 seed: int = 42, evaluation: Mapping | None = None, on_bad_row: str = "error",
+                 group_by_length: bool = False):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
@@ -41,6 +46,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.evaluation = evaluation or {}
         # error: a malformed row stops the run naming its file and line; skip: it is dropped, counted and warned of.
         self.on_bad_row = on_bad_row
+        self.group_by_length = group_by_length
         self.format: str | None = None
         self.make_collator: Callable[[list[str], str | None], Callable] | None = None
         self.train_rows: list[dict] | None = None
@@ -65,7 +71,7 @@ class EmbeddingDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.format is None or self.make_collator is None:
             raise ConfigError("call fit_loss() and set make_collator before setting up the data module")
-        if stage == "fit" and self.train_rows is None:
+        if stage == "fit" and self.train_rows is None and not self.streaming:
             self.train_rows, origin = self.load_train(self.format)
             if not self.train_rows:
                 raise DataError(f"data '{self.name}': no training rows in {origin}")
@@ -78,13 +84,18 @@ class EmbeddingDataModule(L.LightningDataModule):
         sampler = ShardedBatchSampler(
             [tuple(row[column] for column in self.text_columns) for row in self.train_rows],
             batch_size=self.batch_size, unique_texts=self.unique_texts, seed=self.seed,
-            rank=self._rank(), world_size=self._world_size(), batches_done=self._batches_done)
+            rank=self._rank(), world_size=self._world_size(), batches_done=self._batches_done,
+            group_by_length=self.group_by_length)
+        use_single_threaded_tokenizers_in_workers(self.num_workers)
         # Its own generator: creating an iterator then draws nothing from the global one that dropout draws from,
         # so a resumed run draws the dropout masks the uninterrupted one draws.
         return DataLoader(self.train_rows, batch_sampler=sampler, num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(self.seed),
-                          collate_fn=self.make_collator(self.text_columns, self.target_column),
+                          collate_fn=self.collator(),
                           persistent_workers=self.num_workers > 0)
+
+    def collator(self) -> Callable:
+        return self.make_collator(self.text_columns, self.target_column)
 
     def _batches_done(self, epoch: int) -> int:
         """Batches of `epoch` an interrupted run trained on, when resuming it mid-epoch: Lightning restores its step
@@ -128,3 +139,10 @@ class EmbeddingDataModule(L.LightningDataModule):
 
     def _world_size(self) -> int:
         return self.trainer.world_size if self.trainer is not None else 1
+
+
+def use_single_threaded_tokenizers_in_workers(num_workers: int) -> None:
+    """With worker processes the workers are the parallelism: a fast tokenizer's own thread pool in each of them
+    would only compete for the same cores (and, forked after use, warns and turns itself off anyway)."""
+    if num_workers > 0:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -41,13 +41,17 @@ class NLIDataModule(EmbeddingDataModule):
     """Labelled NLI files as triplets (for MNR, triplet) or as labelled pairs (for softmax).
 
     Triplets are built per file, so the same premise in two files (two annotation protocols) gives two triplets.
+    With `hard_negatives=false` the triplets lose their contradiction: the same (anchor, positive) rows, so that
+    MNR with and without hard negatives differ in nothing else.
     """
 
     formats: ClassVar[dict[str, tuple[str, ...]]] = {
         "triplets": ("anchor", "positive", "negative"), "pairs": ("sentence1", "sentence2", "label")}
 
-    def __init__(self, files: list, columns: dict, hub: dict | None = None, **kwargs):
+    def __init__(self, files: list, columns: dict, hub: dict | None = None, hard_negatives: bool = True, **kwargs):
         super().__init__(**kwargs)
+        if not hard_negatives:
+            self.formats = {"triplets": ("anchor", "positive"), "pairs": self.formats["pairs"]}
         self.files = [dict(file) for file in files]
         self.columns = dict(columns)
         self.hub = dict(hub) if hub else None
@@ -62,7 +66,7 @@ class NLIDataModule(EmbeddingDataModule):
             rows = []
             for file in present:
                 raw = read_local(columns=self.columns, **{"on_bad_row": self.on_bad_row, **file})
-                converted = convert(raw)
+                converted = self._without_unused_columns(convert(raw), format)
                 log.info("%s: %d labelled pairs -> %d %s", file["path"], len(raw), len(converted), format)
                 rows.extend(converted)
             return rows, ", ".join(file["path"] for file in present)
@@ -70,6 +74,10 @@ class NLIDataModule(EmbeddingDataModule):
             return self._load_hub(format)
         raise DataError(f"data '{self.name}': none of {[f['path'] for f in self.files]} exists and no hub dataset "
                         "is configured. Set paths.data_dir to a folder laid out like ../shared/data.")
+
+    def _without_unused_columns(self, rows: list[dict], format: str) -> list[dict]:
+        columns = self.formats[format]
+        return [{column: row[column] for column in columns} for row in rows]
 
     def _load_hub(self, format: str) -> tuple[list[dict], str]:
         hub = self.hub
@@ -80,4 +88,4 @@ class NLIDataModule(EmbeddingDataModule):
             columns = {"premise": "premise", "hypothesis": "hypothesis", "label": "label"}
             rows = nli_pairs(read_hub(hub["id"], hub["split"], columns, subset=hub["pair_subset"],
                                       on_bad_row=self.on_bad_row))
-        return rows, f"hub:{hub['id']}"
+        return self._without_unused_columns(rows, format), f"hub:{hub['id']}"

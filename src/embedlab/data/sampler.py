@@ -13,12 +13,20 @@ class ShardedBatchSampler(Sampler[list[int]]):
     takes its own slice, so in-batch negatives gathered across processes come from one coherent global batch.
     With `unique_texts`, no text appears twice in a global batch: for in-batch negatives a repeated premise
     would be a false negative. Under DDP a short last global batch is dropped so every process steps together.
+
+    With `group_by_length`, each run of `length_group_batches` global batches of the shuffled order is sorted by
+    length (characters of all the row's texts) before it is cut into batches, and the batches are then shuffled:
+    a batch holds texts of similar length, so dynamic padding pads little, while which lengths train when stays
+    random. Uniqueness, sharding and the resume skip work on these batches as on plain ones.
     """
 
     def __init__(self, row_texts: list[tuple[str, ...]], batch_size: int, unique_texts: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
-                 batches_done: Callable[[int], int] | None = None):
+                 batches_done: Callable[[int], int] | None = None, group_by_length: bool = False,
+                 length_group_batches: int = 50):
         super().__init__()
+        if length_group_batches < 1:
+            raise ValueError(f"length_group_batches must be at least 1, got {length_group_batches}")
         self.row_texts = row_texts
         self.batch_size = batch_size
         self.unique_texts = unique_texts
@@ -29,6 +37,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         # Given an epoch, how many of its batches an interrupted run already trained on: a resumed run skips them.
         self.batches_done = batches_done
+        self.group_by_length = group_by_length
+        self.length_group_batches = length_group_batches
         self._planned: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -54,14 +64,26 @@ class ShardedBatchSampler(Sampler[list[int]]):
 
     def _local_batches(self) -> list[list[int]]:
         order = list(range(len(self.row_texts)))
-        random.Random(self.seed + self.epoch).shuffle(order)
+        rng = random.Random(self.seed + self.epoch)
+        rng.shuffle(order)
         global_size = self.batch_size * self.world_size
+        if self.group_by_length:
+            order = self._sorted_within_groups(order, global_size * self.length_group_batches)
         batches = self._unique_batches(order, global_size) if self.unique_texts else [
             order[start:start + global_size] for start in range(0, len(order), global_size)]
+        if self.group_by_length:
+            rng.shuffle(batches)
         if self.drop_last:
             batches = [batch for batch in batches if len(batch) == global_size]
         start = self.rank * self.batch_size
         return [batch[start:start + self.batch_size] for batch in batches if batch[start:start + self.batch_size]]
+
+    def _sorted_within_groups(self, order: list[int], group_size: int) -> list[int]:
+        def length(index: int) -> int:
+            return sum(len(text) for text in self.row_texts[index])
+
+        return [index for start in range(0, len(order), group_size)
+                for index in sorted(order[start:start + group_size], key=length, reverse=True)]
 
     def _unique_batches(self, order: list[int], size: int) -> list[list[int]]:
         batches = []

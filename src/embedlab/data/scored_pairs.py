@@ -2,8 +2,14 @@
 
 import random
 
-from embedlab.data.base import EmbeddingDataModule
-from embedlab.data.sources import load_source
+from torch.utils.data import DataLoader
+
+from embedlab.data.base import (
+    EmbeddingDataModule,
+    use_single_threaded_tokenizers_in_workers,
+)
+from embedlab.data.sources import BadRow, load_source
+from embedlab.data.streaming import StreamedBatches, stream_rows
 from embedlab.errors import ConfigError, DataError
 
 
@@ -12,19 +18,54 @@ class PairsDataModule(EmbeddingDataModule):
 
     Targets named `label` may be class names, given ids through `label_names`. `max_rows` keeps a random subset
     of that size (drawn with `seed`), e.g. a low-resource gold set.
+
+    With `streaming` the train table is read as a stream (see embedlab.data.streaming), each process its own
+    share, mixed in a shuffle buffer of `shuffle_buffer` rows; a stream has no length, so the trainer needs
+    `max_steps`.
     """
 
-    def __init__(self, source: dict, label_names: dict | None = None, max_rows: int | None = None, **kwargs):
+    def __init__(self, source: dict, label_names: dict | None = None, max_rows: int | None = None,
+                 streaming: bool = False, shuffle_buffer: int = 1000, **kwargs):
         super().__init__(**kwargs)
         self.source = source
         self.label_names = dict(label_names or {})
         self.max_rows = max_rows
+        self.streaming = streaming
+        self.shuffle_buffer = shuffle_buffer
+        if streaming and max_rows is not None:
+            raise ConfigError(f"data '{self.name}': data.max_rows draws a subset of a loaded table; with "
+                              "data.streaming=true leave it null and bound the run with trainer.max_steps")
         mapped = [tuple(part["columns"]) for part in (source.get("local"), source.get("hub")) if part]
         if not mapped:
             raise ConfigError(f"data '{self.name}': the source needs a local or a hub part")
         if any(columns != mapped[0] for columns in mapped):
             raise ConfigError(f"data '{self.name}': local and hub column mappings must name the same columns")
         self.formats = {"columns": mapped[0]}
+
+    def setup(self, stage: str) -> None:
+        if self.streaming and stage == "fit" and self.trainer is not None and self.trainer.max_steps < 0:
+            raise ConfigError("data.streaming=true reads a stream of unknown length: set trainer.max_steps=N")
+        super().setup(stage)
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.streaming:
+            return super().train_dataloader()
+        world_size = self._world_size()
+        rows = stream_rows(self.source, f"data '{self.name}'", self.on_bad_row, rank=self._rank(),
+                           world_size=world_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
+                           convert=self._labelled if "label" in self.formats[self.format] else None)
+        batches = StreamedBatches(rows, self.text_columns, self.batch_size, self.unique_texts,
+                                  drop_last=world_size > 1)
+        use_single_threaded_tokenizers_in_workers(self.num_workers)
+        return DataLoader(batches, batch_size=None, num_workers=self.num_workers, collate_fn=self.collator(),
+                          persistent_workers=self.num_workers > 0)
+
+    def _labelled(self, row: dict, where: str) -> dict:
+        try:
+            row["label"] = self._label(row["label"], where)
+        except DataError as error:
+            raise BadRow(str(error)) from None
+        return row
 
     def load_train(self, format: str) -> tuple[list[dict], str]:
         rows, origin = self.load_all(format)
@@ -35,7 +76,7 @@ class PairsDataModule(EmbeddingDataModule):
         rows, origin = load_source(self.source, f"data '{self.name}'", self.on_bad_row)
         if "label" in self.formats[format]:
             for index, row in enumerate(rows):
-                row["label"] = self._label(row["label"], origin, index)
+                row["label"] = self._label(row["label"], f"{origin}: row {index + 1}")
         return rows, origin
 
     def _subset(self, rows: list[dict], origin: str) -> tuple[list[dict], str]:
@@ -44,11 +85,11 @@ class PairsDataModule(EmbeddingDataModule):
             origin = f"{self.max_rows} rows sampled from {origin}"
         return rows, origin
 
-    def _label(self, value, origin: str, index: int) -> int:
+    def _label(self, value, where: str) -> int:
         if value in self.label_names:
             return int(self.label_names[value])
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise DataError(f"{origin}: row {index + 1} label {value!r} is neither an integer nor in "
+            raise DataError(f"{where} label {value!r} is neither an integer nor in "
                             f"data.label_names") from None

@@ -57,22 +57,22 @@ def read_local(path: str, columns: Mapping[str, str | int], delimiter: str | Non
 
     Scores are rescaled from `score_range` to [0, 1], e.g. STSB's 0-5 or SICK's 1-5.
     """
-    _check_policy(on_bad_row)
+    check_policy(on_bad_row)
     path = Path(path)
     if path.suffix in (".jsonl", ".json"):
         records = ((f"{path}:{line}", text) for line, text in _jsonl_lines(path))
-        parse = _json_object
+        parse = json_object
     else:
         table = _read_delimited(path, delimiter or ("," if path.suffix == ".csv" else "\t"), quoting, header)
         records = ((f"{path}:{line}", record) for line, record in table)
         parse = _as_is
-    return _good_rows(records, lambda record, where: _select(parse(record, where), columns, score_range, where),
+    return _good_rows(records, lambda record, where: row_from_record(parse(record, where), columns, score_range, where),
                       on_bad_row, str(path))
 
 
 def read_hub(id: str, split: str, columns: Mapping[str, str], subset: str | None = None,
              score_range: tuple[float, float] = (0.0, 1.0), on_bad_row: str = "error") -> list[dict]:
-    _check_policy(on_bad_row)
+    check_policy(on_bad_row)
     import datasets
 
     try:
@@ -82,11 +82,11 @@ def read_hub(id: str, split: str, columns: Mapping[str, str], subset: str | None
         raise DataError(f"could not load '{id}' ({split}) from the Hugging Face hub: {reason[:200]}. "
                         f"{LOCAL_DATA_HINT}") from error
     records = ((f"hub:{id}/{split} row {index}", record) for index, record in enumerate(dataset))
-    return _good_rows(records, lambda record, where: _select(record, columns, score_range, where), on_bad_row,
+    return _good_rows(records, lambda record, where: row_from_record(record, columns, score_range, where), on_bad_row,
                       f"hub:{id}/{split}")
 
 
-def _check_policy(on_bad_row: str) -> None:
+def check_policy(on_bad_row: str) -> None:
     if on_bad_row not in BAD_ROW_POLICIES:
         raise ConfigError(f"on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, got {on_bad_row!r}")
 
@@ -116,7 +116,7 @@ def _jsonl_lines(path: Path):
                 yield line_number, line
 
 
-def _json_object(text: str, where: str) -> dict:
+def json_object(text: str, where: str) -> dict:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as error:
@@ -143,7 +143,7 @@ def _read_delimited(path: Path, delimiter: str, quoting: str, header: bool):
             yield reader.line_num, (dict(zip(names, row)) if names is not None else dict(enumerate(row)))
 
 
-def _select(record: Mapping, columns: Mapping[str, str | int], score_range, where: str) -> dict:
+def row_from_record(record: Mapping, columns: Mapping[str, str | int], score_range, where: str) -> dict:
     row = {}
     for ours, theirs in columns.items():
         if theirs not in record:

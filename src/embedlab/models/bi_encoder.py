@@ -5,7 +5,6 @@ import inspect
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -13,7 +12,7 @@ from torchmetrics import MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 
 from embedlab.data.collate import Collator
 from embedlab.encoder import SentenceEncoder
-from embedlab.errors import ConfigError, EmbedlabError
+from embedlab.errors import ConfigError
 from embedlab.models.optim import adamw_with_warmup
 
 
@@ -47,7 +46,7 @@ class BiEncoderModule(L.LightningModule):
                               f"'{cfg.evaluation.name}' has target '{cfg.evaluation.target}'")
         encoder = SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
         needs_dim = "embedding_dim" in inspect.signature(get_class(cfg.loss._target_)).parameters
-        loss = _instantiate_loss(cfg.loss, **({"embedding_dim": encoder.embedding_dim} if needs_dim else {}))
+        loss = instantiate(cfg.loss, **({"embedding_dim": encoder.embedding_dim} if needs_dim else {}))
         return cls(encoder, loss, text_columns, eval_name=cfg.evaluation.name, **cfg.optim)
 
     def make_collator(self, text_columns: list[str], target_column: str | None) -> Collator:
@@ -91,19 +90,6 @@ class BiEncoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         return adamw_with_warmup(self, **self.optim)
-
-
-def _instantiate_loss(loss_cfg: DictConfig, **kwargs) -> nn.Module:
-    try:
-        return instantiate(loss_cfg, **kwargs)
-    except InstantiationException as error:
-        # Hydra wraps whatever a constructor raises; a bad loss setting should still read as one config error.
-        cause = error.__cause__
-        while isinstance(cause, InstantiationException):
-            cause = cause.__cause__
-        if isinstance(cause, EmbedlabError):
-            raise cause from None
-        raise
 
 
 def log_split_metrics(module: L.LightningModule, metrics: MetricCollection, split: str, eval_name: str) -> None:

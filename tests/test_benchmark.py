@@ -1,0 +1,61 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from cli import ROOT
+
+# The scripts are not a package: their folder goes on the path, as check_throughput.py does for benchmark.py.
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmark import ENCODE_JOBS, TRAIN_JOBS, summarise
+from check_throughput import failures
+
+
+def run_benchmark_script(*overrides: str, run_dir, model_dir, data_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "scripts/benchmark.py", f"model_path={model_dir}", f"paths.data_dir={data_dir}",
+               f"hydra.run.dir={run_dir}", "train.steps=2", "train.warmup_steps=1", "threads=1", *overrides]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_benchmark_runs_both_sides_interleaved_and_writes_every_key(tmp_path, tiny_model_dir, tiny_data_dir):
+    result = run_benchmark_script("repeats=2", run_dir=tmp_path, model_dir=tiny_model_dir, data_dir=tiny_data_dir)
+    results = json.loads((tmp_path / "benchmark.json").read_text())
+    for job in [*TRAIN_JOBS, *ENCODE_JOBS]:
+        unit = "sentences_per_second" if job in ENCODE_JOBS else "pairs_per_second"
+        for side in ("project", "sentence_transformers"):
+            assert results[f"{job}/{side}/{unit}"] > 0
+            assert -1 <= results[f"{job}/{side}/test_spearman_cosine"] <= 1
+        assert results[f"{job}/ratio"] > 0
+        assert f"| {job} |" in result.stdout
+    # The same untrained model, encoded by either side, ranks the pairs alike.
+    assert results["encode_bs32/project/test_spearman_cosine"] == pytest.approx(
+        results["encode_bs32/sentence_transformers/test_spearman_cosine"], abs=1e-6)
+
+
+def test_full_mode_adds_the_final_quality_of_whole_training_runs(tmp_path, tiny_model_dir, tiny_data_dir):
+    run_benchmark_script("repeats=1", "full=true", "jobs=[train_stsb_cosine]", run_dir=tmp_path,
+                         model_dir=tiny_model_dir, data_dir=tiny_data_dir)
+    results = json.loads((tmp_path / "benchmark.json").read_text())
+    project_run = json.loads((tmp_path / "full" / "train_stsb_cosine" / "project" / "results.json").read_text())
+    assert results["train_stsb_cosine/project/full_test_spearman_cosine"] == project_run["test/stsb/spearman_cosine"]
+    for side in ("project", "sentence_transformers"):
+        assert -1 <= results[f"train_stsb_cosine/{side}/full_test_spearman_cosine"] <= 1
+        assert results[f"train_stsb_cosine/{side}/full_samples_per_second"] > 0
+
+
+def test_ratio_is_the_median_of_the_interleaved_ratios():
+    summary = summarise("encode_bs32", {"project": [10.0, 30.0, 20.0], "sentence_transformers": [10.0, 10.0, 40.0]},
+                        "sentences_per_second")
+    assert summary == {"encode_bs32/ratio": 1.0, "encode_bs32/project/sentences_per_second": 20.0,
+                       "encode_bs32/sentence_transformers/sentences_per_second": 10.0}
+
+
+def test_throughput_guard_fails_only_below_the_baseline_ratio():
+    results = {"encode_bs32/ratio": 1.4, "train_stsb_cosine/ratio": 0.9}
+    assert failures(results, {"encode_bs32": 1.0, "train_stsb_cosine": 0.8}) == []
+    problems = failures(results, {"encode_bs32": 1.5, "train_stsb_cosine": 0.8})
+    assert problems == ["encode_bs32: ratio 1.40 is below the baseline 1.50"]
