@@ -73,6 +73,17 @@ def test_other_rows_positives_are_candidates_but_never_a_rows_own_positive():
     assert negatives[1] == ["far", "hard", "medium", "close", "answer"]
 
 
+def test_positives_of_the_same_anchor_in_other_rows_are_never_its_negatives():
+    # NLI repeats a premise with another entailed hypothesis: "paraphrase" is then a positive of "query" too.
+    rows = [*ROWS, {"anchor": "query", "positive": "paraphrase"}]
+    mined = mine_hard_negatives(FixedEncoder(ANGLES), rows, MiningFilters(num_negatives=4, min_rank=0, max_rank=10,
+                                margin=-2.0), corpus=CORPUS)
+    by_positive = {row["positive"]: [row[f"negative_{i}"] for i in range(1, 5)] for row in mined}
+    assert by_positive["answer"] == ["close", "medium", "hard", "far"]
+    assert by_positive["paraphrase"] == ["close", "medium", "hard", "far"]
+    assert by_positive["other answer"] == ["far", "hard", "medium", "close"]
+
+
 def test_cross_encoder_threshold_drops_likely_positives():
     judge = FixedCrossEncoder({("query", "close"): 0.9, ("query", "medium"): 0.2, ("query", "hard"): 0.1})
     mined = mine(MiningFilters(num_negatives=2, min_rank=0, max_rank=10, margin=0.0, max_cross_encoder_score=0.5),

@@ -30,8 +30,9 @@ def mine_hard_negatives(encoder, rows: list[dict], filters: MiningFilters, corpu
                         cross_encoder=None, batch_size: int = 64) -> list[dict]:
     """Rows `(anchor, positive, negative_1..n)`; rows that find fewer than n negatives are left out.
 
-    The candidates are the positives of all rows plus `corpus`. A candidate equal to the row's anchor or positive
-    is never its negative.
+    The candidates are the positives of all rows plus `corpus`. A candidate equal to the row's anchor, or to a
+    positive of any row with the same anchor, is never its negative: NLI repeats a premise across annotation rounds,
+    each round with its own entailed hypothesis, and those are positives, not negatives.
     """
     if filters.min_rank >= filters.max_rank:
         raise ValueError(f"min_rank ({filters.min_rank}) must be below max_rank ({filters.max_rank})")
@@ -43,14 +44,18 @@ def mine_hard_negatives(encoder, rows: list[dict], filters: MiningFilters, corpu
     candidate_embeddings = encoder.encode(candidates, batch_size=batch_size, show_progress_bar=True)
     positive_scores = F.cosine_similarity(
         anchors, candidate_embeddings[torch.tensor([position[row["positive"]] for row in rows])])
-    # Up to two extra places, because the row's own positive and anchor may rank among the candidates.
-    scores, indices = top_k_cosine(anchors, candidate_embeddings, filters.max_rank + 2)
+    positives_of: dict[str, set[str]] = {}
+    for row in rows:
+        positives_of.setdefault(row["anchor"], set()).add(row["positive"])
+    # Extra places for the candidates that can never be negatives: the anchor and its positives.
+    excluded_at_most = 1 + max(len(positives) for positives in positives_of.values())
+    scores, indices = top_k_cosine(anchors, candidate_embeddings, filters.max_rank + excluded_at_most)
 
     proposals = []
     for row, positive_score, row_scores, row_indices in zip(rows, positive_scores.tolist(), scores.tolist(),
                                                            indices.tolist()):
-        ranked = [(candidates[i], s) for i, s in zip(row_indices, row_scores)
-                  if candidates[i] not in (row["anchor"], row["positive"])]
+        excluded = positives_of[row["anchor"]] | {row["anchor"]}
+        ranked = [(candidates[i], s) for i, s in zip(row_indices, row_scores) if candidates[i] not in excluded]
         window = ranked[filters.min_rank:filters.max_rank]
         proposals.append([text for text, score in window if score <= positive_score - filters.margin])
 
