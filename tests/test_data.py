@@ -93,17 +93,22 @@ def test_plain_shuffle_would_repeat_premises():
     assert repeated, "the sampler without unique_texts should not be filtering"
 
 
-def test_sharded_batches_split_one_global_batch_across_ranks():
-    rows = [(f"premise {p}", f"hypothesis {p}-{h}") for p in range(20) for h in range(2)]
-    shards = [list(ShardedBatchSampler(rows, batch_size=4, unique_texts=True, seed=1, rank=r, world_size=2))
-              for r in range(2)]
+def assert_one_global_batch_per_step(rows, shards, batch_size):
+    """Each step the ranks' batches are full, share no text and no row is seen twice across ranks."""
     assert len(shards[0]) == len(shards[1]) > 0
     for local_0, local_1 in zip(*shards):
-        assert len(local_0) == len(local_1) == 4
+        assert len(local_0) == len(local_1) == batch_size
         texts = [text for index in local_0 + local_1 for text in rows[index]]
         assert len(texts) == len(set(texts))
     seen = [index for shard in shards for batch in shard for index in batch]
     assert len(seen) == len(set(seen))
+
+
+def test_sharded_batches_split_one_global_batch_across_ranks():
+    rows = [(f"premise {p}", f"hypothesis {p}-{h}") for p in range(20) for h in range(2)]
+    shards = [list(ShardedBatchSampler(rows, batch_size=4, unique_texts=True, seed=1, rank=r, world_size=2))
+              for r in range(2)]
+    assert_one_global_batch_per_step(rows, shards, batch_size=4)
 
 
 def test_sampler_reshuffles_per_epoch():
@@ -235,13 +240,7 @@ def test_length_grouped_batches_shard_one_global_batch_and_resume_by_skipping():
     rows = varied_length_rows()
     shards = [list(ShardedBatchSampler(rows, batch_size=4, unique_texts=True, seed=1, rank=r, world_size=2,
                                        group_by_length=True, length_group_batches=4)) for r in range(2)]
-    assert len(shards[0]) == len(shards[1]) > 0
-    for local_0, local_1 in zip(*shards):
-        assert len(local_0) == len(local_1) == 4
-        texts = [text for index in local_0 + local_1 for text in rows[index]]
-        assert len(texts) == len(set(texts))
-    seen = [index for shard in shards for batch in shard for index in batch]
-    assert len(seen) == len(set(seen))
+    assert_one_global_batch_per_step(rows, shards, batch_size=4)
 
     resumed = ShardedBatchSampler(rows, batch_size=4, unique_texts=True, seed=1, rank=0, world_size=2,
                                   group_by_length=True, length_group_batches=4, batches_done=lambda epoch: 3)

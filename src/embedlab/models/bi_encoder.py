@@ -41,9 +41,7 @@ class BiEncoderModule(L.LightningModule):
 
     @classmethod
     def from_config(cls, cfg: DictConfig, text_columns: list[str]) -> "BiEncoderModule":
-        if cfg.evaluation.get("target", "score") != "score":
-            raise ConfigError(f"model 'bi_encoder' evaluates STS sets (a score column); evaluation "
-                              f"'{cfg.evaluation.name}' has target '{cfg.evaluation.target}'")
+        check_sts_evaluation(cfg, "bi_encoder")
         encoder = SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
         needs_dim = "embedding_dim" in inspect.signature(get_class(cfg.loss._target_)).parameters
         loss = instantiate(cfg.loss, **({"embedding_dim": encoder.embedding_dim} if needs_dim else {}))
@@ -90,6 +88,13 @@ class BiEncoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         return adamw_with_warmup(self, **self.optim)
+
+
+def check_sts_evaluation(cfg: DictConfig, model_name: str) -> None:
+    """Models that score embeddings by cosine evaluate on STS sets: a score column, not class labels."""
+    if cfg.evaluation.get("target", "score") != "score":
+        raise ConfigError(f"model '{model_name}' evaluates STS sets (a score column); evaluation "
+                          f"'{cfg.evaluation.name}' has target '{cfg.evaluation.target}'")
 
 
 def log_split_metrics(module: L.LightningModule, metrics: MetricCollection, split: str, eval_name: str) -> None:

@@ -18,7 +18,7 @@ from embedlab.encoder import SentenceEncoder
 from embedlab.errors import ConfigError
 from embedlab.losses.signature import Signature
 from embedlab.model_files import load_pretrained, resolve_location
-from embedlab.models.bi_encoder import BiEncoderModule
+from embedlab.models.bi_encoder import BiEncoderModule, check_sts_evaluation
 from embedlab.noise import DenoisingCollator, check_deletion_ratio
 
 IGNORED_LABEL = -100
@@ -53,9 +53,7 @@ class TSDAEModule(BiEncoderModule):
 
     @classmethod
     def from_config(cls, cfg: DictConfig, text_columns: list[str]) -> "TSDAEModule":
-        if cfg.evaluation.get("target", "score") != "score":
-            raise ConfigError(f"model 'tsdae' evaluates STS sets (a score column); evaluation "
-                              f"'{cfg.evaluation.name}' has target '{cfg.evaluation.target}'")
+        check_sts_evaluation(cfg, "tsdae")
         settings = cfg.model
         check_deletion_ratio(settings.deletion_ratio)  # before the slow part: loading two models
         encoder = SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
