@@ -14,7 +14,6 @@ training runs and their final test Spearman. Writes benchmark.json into the Hydr
 "<job>/ratio", "<job>/project/<metric>", "<job>/sentence_transformers/<metric>".
 """
 
-import contextlib
 import json
 import logging
 import math
@@ -41,9 +40,9 @@ from embedlab.encoder import SentenceEncoder
 from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.losses import configured_loss_class
 from embedlab.models.bi_encoder import BiEncoderModule
+from embedlab.precision import autocast, autocast_dtype
 
 log = logging.getLogger("embedlab.benchmark")
-AUTOCAST_DTYPES = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 QUALITY_BATCH_SIZE = 64
 PROJECT, REFERENCE = "project", "sentence_transformers"
 
@@ -81,19 +80,6 @@ def run_benchmark(cfg: DictConfig, work_dir: Path) -> dict:
     return results
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    if precision not in AUTOCAST_DTYPES:
-        raise ConfigError(f"precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
-    return AUTOCAST_DTYPES[precision]
-
-
-def autocast(precision: str, device: str):
-    dtype = autocast_dtype(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
 def summarise(job: str, throughputs: dict[str, list[float]], unit: str) -> dict:
     ratios = [ours / theirs for ours, theirs in zip(throughputs[PROJECT], throughputs[REFERENCE], strict=True)]
     summary = {f"{job}/ratio": statistics.median(ratios)}
@@ -114,12 +100,15 @@ def sts_spearman(embed, pairs: list[tuple[str, str]], scores: list[float]) -> fl
     return float(spearmanr(cosines.cpu().numpy(), scores).statistic)
 
 
-def project_embedder(encoder: SentenceEncoder, batch_size: int):
-    return lambda texts: encoder.encode(texts, batch_size=batch_size)
+def project_embedder(encoder: SentenceEncoder, batch_size: int, precision: str = "32-true"):
+    return lambda texts: encoder.encode(texts, batch_size=batch_size, precision=precision)
 
 
-def reference_embedder(model, batch_size: int):
-    return lambda texts: model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+def reference_embedder(model, batch_size: int, precision: str = "32-true"):
+    def embed(texts: list[str]) -> torch.Tensor:
+        with autocast(precision, model.device):
+            return model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+    return embed
 
 
 def benchmark_encoding(cfg: DictConfig, job: str) -> dict:
@@ -134,20 +123,17 @@ def benchmark_encoding(cfg: DictConfig, job: str) -> dict:
         project.backbone.compile(dynamic=True)
     if cfg.sentence_transformers.compile:
         reference[0].auto_model.compile(dynamic=True)
-    encoders = {PROJECT: (cfg.precision, project_embedder(project, batch_size)),
-                REFERENCE: (cfg.sentence_transformers.precision, reference_embedder(reference, batch_size))}
-    results = {}
-    for side, (precision, embed) in encoders.items():
-        # The untimed first pass warms caches (and compiles); it also gives the quality figure.
-        with autocast(precision, cfg.device):
-            results[f"{job}/{side}/test_spearman_cosine"] = sts_spearman(embed, pairs, scores)
+    encoders = {PROJECT: project_embedder(project, batch_size, cfg.precision),
+                REFERENCE: reference_embedder(reference, batch_size, cfg.sentence_transformers.precision)}
+    # The untimed first pass warms caches (and compiles); it also gives the quality figure.
+    results = {f"{job}/{side}/test_spearman_cosine": sts_spearman(embed, pairs, scores)
+               for side, embed in encoders.items()}
     throughputs = {PROJECT: [], REFERENCE: []}
     for _ in range(cfg.repeats):
-        for side, (precision, embed) in encoders.items():
-            with autocast(precision, cfg.device):
-                start = time.perf_counter()
-                embed(sentences)
-                throughputs[side].append(len(sentences) / (time.perf_counter() - start))
+        for side, embed in encoders.items():
+            start = time.perf_counter()
+            embed(sentences)
+            throughputs[side].append(len(sentences) / (time.perf_counter() - start))
     return {**summarise(job, throughputs, "sentences_per_second"), **results}
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer, models
 
 from embedlab.encoder import SentenceEncoder
@@ -103,6 +104,20 @@ def test_encode_keeps_input_order(tiny_model_dir, sentences):
     # Different texts give clearly different vectors, so a permutation could not pass the comparison above.
     distances = torch.cdist(one_by_one, one_by_one) + torch.eye(len(texts)) * 1e3
     assert distances.min() > 1e-3
+
+
+def test_encode_in_bf16_is_close_to_fp32_but_not_fp32(tiny_model_dir, sentences):
+    encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
+    full = encoder.encode(sentences, batch_size=4)
+    half = encoder.encode(sentences, batch_size=4, precision="bf16-mixed")
+    assert half.dtype == torch.float32
+    assert not torch.equal(half, full)
+    assert F.cosine_similarity(half, full).min() > 0.99
+
+
+def test_encode_rejects_an_unknown_precision(tiny_model_dir):
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        SentenceEncoder.from_pretrained(tiny_model_dir).encode(["a dog"], precision="bf16")
 
 
 def test_encode_empty_list(tiny_model_dir):

@@ -25,6 +25,7 @@ from embedlab.model_files import (
     write_json,
 )
 from embedlab.pooling import POOLING_MODES, pool
+from embedlab.precision import autocast
 
 POOLING_DIR = "1_Pooling"
 NORMALIZE_DIR = "2_Normalize"
@@ -44,10 +45,15 @@ class Tokenize:
     do_lower_case: bool = False
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        if self.do_lower_case:
-            texts = [text.lower() for text in texts]
-        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
+        return dict(self.tokenizer(self._cased(texts), padding=True, truncation=True, max_length=self.max_seq_length,
                                    return_tensors="pt"))
+
+    def without_padding(self, texts: list[str]) -> dict[str, list[list[int]]]:
+        """Each text's token ids (and masks) at its own length, to be padded per batch with `tokenizer.pad`."""
+        return dict(self.tokenizer(self._cased(texts), truncation=True, max_length=self.max_seq_length))
+
+    def _cased(self, texts: list[str]) -> list[str]:
+        return [text.lower() for text in texts] if self.do_lower_case else texts
 
 
 class SentenceEncoder(nn.Module):
@@ -123,19 +129,33 @@ class SentenceEncoder(nn.Module):
         return embeddings
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False) -> Tensor:
-        """Embed texts in eval mode; returns a CPU float tensor in the order of `texts`."""
+    def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False,
+               precision: str = "32-true") -> Tensor:
+        """Embed texts in eval mode; returns a CPU float tensor in the order of `texts`.
+
+        `precision="bf16-mixed"` runs the model under bf16 autocast: on a CPU with bf16 instructions about 1.7x the
+        fp32 speed, STSB test Spearman within 0.0002 (see the README's speed section).
+        """
+        if not texts:
+            return torch.empty(0, self.output_dim)
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
+        # One call to the fast tokenizer for all texts is quicker than one per batch, and its token counts order
+        # the batches more tightly than character counts.
+        encoded = self.tokenize.without_padding(texts)
 
-        def embed(batch: list[str]) -> Tensor:
-            embeddings = self({k: v.to(device) for k, v in self.tokenize(batch).items()})
+        def embed(indices: list[int]) -> Tensor:
+            features = self.tokenizer.pad({key: [values[i] for i in indices] for key, values in encoded.items()},
+                                          return_tensors="pt")
+            with autocast(precision, device):
+                embeddings = self({key: value.to(device) for key, value in features.items()})
             return embeddings[:, :self.output_dim].float().cpu()
 
-        embeddings = in_length_order(texts, len, batch_size, embed, "encode", show_progress_bar)
+        embeddings = in_length_order(range(len(texts)), lambda i: len(encoded["input_ids"][i]), batch_size, embed,
+                                     "encode", show_progress_bar)
         self.train(was_training)
-        return torch.empty(0, self.output_dim) if embeddings is None else embeddings
+        return embeddings
 
     def forward_in_mini_batches(self, features: dict[str, Tensor], mini_batch_size: int) -> Tensor:
         """`forward` on a large batch with the activation memory of one mini-batch (GradCache).
