@@ -1,6 +1,7 @@
 """Compare evaluated models: `python scripts/report.py RUN_OR_MODEL_DIR ... [--out DIR] [--keys K ...] [--wandb]`.
 
-Each folder holds a results.json (an evaluation or a training run directory), or is a model folder inside one.
+Each folder holds a results.json (an evaluation, training or pipeline run directory; a pipeline's stages become rows
+of their own), or is a model folder inside one.
 Writes into --out: comparison.md (one row per model), and the PNG plots that the runs have data for:
 quality_vs_throughput.png, training_curves.png (from the runs' CSV training logs) and similarity_distribution.png
 (the cosines of positive and negative test pairs). --wandb logs the same table and plots to Weights & Biases
@@ -16,10 +17,11 @@ from embedlab.evaluation.plots import (
     similarity_distributions,
     training_curves,
 )
-from embedlab.evaluation.report import comparison_rows, load_run, markdown_table
+from embedlab.evaluation.report import comparison_rows, load_runs, markdown_table
 
-DEFAULT_QUALITY_KEY = "stsb-test/spearman_cosine"
-DEFAULT_SPEED_KEY = "latency/sentences_per_second@32"
+# The plot's axes, when not asked for: the first key any run has (evaluation runs, then training runs).
+QUALITY_KEYS = ("stsb-test/spearman_cosine", "test/stsb/spearman_cosine")
+SPEED_KEYS = ("latency/sentences_per_second@32", "train/samples_per_second")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,8 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("folders", nargs="+", help="run folders (with results.json) or model folders inside them")
     parser.add_argument("--out", default="report", help="output folder (default: ./report)")
     parser.add_argument("--keys", nargs="+", help="results keys for the table (default: one headline per dataset)")
-    parser.add_argument("--quality-key", default=DEFAULT_QUALITY_KEY, help="y axis of the quality/throughput plot")
-    parser.add_argument("--speed-key", default=DEFAULT_SPEED_KEY, help="x axis of the quality/throughput plot")
+    parser.add_argument("--quality-key", help=f"y axis of the quality/throughput plot (default: {QUALITY_KEYS})")
+    parser.add_argument("--speed-key", help=f"x axis of the quality/throughput plot (default: {SPEED_KEYS})")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plots to Weights & Biases")
     return parser.parse_args(argv)
 
@@ -37,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        runs = [load_run(folder) for folder in args.folders]
+        runs = [run for folder in args.folders for run in load_runs(folder)]
     except FileNotFoundError as error:
         print(f"embedlab: error: {error}", file=sys.stderr)
         return 1
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     columns, rows = comparison_rows(runs, args.keys)
     (out / "comparison.md").write_text("# Model comparison\n\n" + markdown_table(columns, rows))
     plots = [path for path in (
-        quality_vs_throughput(runs, args.quality_key, args.speed_key, out / "quality_vs_throughput.png"),
+        quality_vs_throughput(runs, args.quality_key or first_present(runs, QUALITY_KEYS),
+                              args.speed_key or first_present(runs, SPEED_KEYS), out / "quality_vs_throughput.png"),
         training_curves(runs, out / "training_curves.png"),
         similarity_distributions(runs, out / "similarity_distribution.png"),
     ) if path is not None]
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb:
         _log_to_wandb(columns, rows, plots)
     return 0
+
+
+def first_present(runs, keys: tuple[str, ...]) -> str:
+    return next((key for key in keys if any(key in run.results for run in runs)), keys[0])
 
 
 def _log_to_wandb(columns: list[str], rows: list[list], plots: list[Path]) -> None:

@@ -82,3 +82,20 @@ def test_model_folder_finds_its_run_and_training_log(two_runs):
 def test_report_on_a_folder_without_results_fails_in_one_line(tmp_path, capsys):
     assert report_main([str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == f"embedlab: error: no results.json in {tmp_path} or its parent"
+
+
+def test_a_pipeline_run_becomes_one_row_per_stage(tmp_path):
+    pipeline = tmp_path / "tsdae_biomed"
+    write_results(pipeline, {"base/biosses/spearman_cosine": 0.8164, "base/test/stsb/spearman_cosine": 0.8203,
+                             "tsdae/biosses/spearman_cosine": 0.5, "tsdae/train/samples_per_second": 9.0,
+                             "teacher/dev/stsb/spearman": 0.8})
+    training = tmp_path / "stsb_cosine"
+    write_results(training, {"test/stsb/spearman_cosine": 0.848, "train/samples_per_second": 25.0})
+    out = tmp_path / "report"
+    assert report_main([str(pipeline), str(training), "--out", str(out)]) == 0
+    table = (out / "comparison.md").read_text().splitlines()
+    assert table[2] == "| model | test/stsb/spearman_cosine | biosses/spearman_cosine | train/samples_per_second |"
+    assert table[4:] == ["| tsdae_biomed/base | 0.8203 | 0.8164 | – |",
+                         "| tsdae_biomed/tsdae | – | 0.5000 | 9.0000 |",
+                         "| stsb_cosine | 0.8480 | – | 25.0000 |"]
+    assert (out / "quality_vs_throughput.png").exists()

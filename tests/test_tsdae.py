@@ -166,11 +166,11 @@ def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_pa
     result = run_train("experiment=tsdae_biomed", "~domain_adapt.evaluators.liveqa-med",
                        "domain_adapt.tsdae_max_steps=3",
                        'domain_adapt.supervised=["experiment=nli_mnr","pooling=cls","trainer.max_steps=2",'
-                       '"data.batch_size=8"]',
+                       '"data.batch_size=8"]', "domain_adapt.supervised_control=true",
                        run_dir=run_dir, data_dir=data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
-    for stage in ("base", "tsdae", "tsdae_supervised"):
+    for stage in ("base", "tsdae", "tsdae_supervised", "supervised"):
         for key in ("biosses/spearman_cosine", "test/stsb/spearman_cosine"):
             assert -1 <= results[f"{stage}/{key}"] <= 1
         assert (run_dir / stage / "evaluation.json").exists()
@@ -183,9 +183,12 @@ def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_pa
     supervised_config = OmegaConf.load(run_dir / "tsdae_supervised" / "config.yaml")
     assert supervised_config.backbone.name_or_path == str(run_dir / "tsdae" / "model")
     assert supervised_config.loss._target_.endswith("MultipleNegativesRankingLoss")
+    control_config = OmegaConf.load(run_dir / "supervised" / "config.yaml")
+    assert control_config.backbone.name_or_path == tiny_model_dir
+    assert control_config.loss == supervised_config.loss and control_config.data == supervised_config.data
     table = result.stdout[result.stdout.index("Domain adaptation"):].splitlines()
     assert table[1].split() == ["stage", "biosses/spearman_cosine", "test/stsb/spearman_cosine", "liveqa-med/ndcg@10"]
-    assert [line.split()[0] for line in table[2:5]] == ["base", "tsdae", "tsdae_supervised"]
+    assert [line.split()[0] for line in table[2:6]] == ["base", "tsdae", "tsdae_supervised", "supervised"]
     assert table[2].split()[1] == f"{results['base/biosses/spearman_cosine']:.4f}"
 
 

@@ -5,7 +5,9 @@ evaluation whose evaluation.json exists):
 1. `base`: the starting model, evaluated only;
 2. `tsdae`: `python -m embedlab.train` with the `domain_adapt.tsdae` overrides, starting from the base model;
 3. `tsdae_supervised` (skipped when `domain_adapt.supervised` is null): the same with the `domain_adapt.supervised`
-   overrides, starting from the TSDAE model.
+   overrides, starting from the TSDAE model;
+4. `supervised` (only with `domain_adapt.supervised_control=true`): the supervised stage from the base model, the
+   control that tells what TSDAE adds.
 Every stage's model is scored by the same evaluators (`domain_adapt.evaluators`: an in-domain set such as BIOSSES
 and a general one such as STSB test), and results.json holds `<stage>/<evaluator>/<metric>` keys.
 """
@@ -29,7 +31,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     settings = cfg.domain_adapt
     # The evaluation sets load first: a missing one stops the pipeline before hours of training.
     evaluators = instantiate(evaluator_configs(settings), _convert_="all")
-    shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}"]
+    shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}", f"precision={cfg.precision}"]
     results: dict[str, float] = {}
 
     results.update(prefixed("base", evaluate_stage("base", settings.start, evaluators, run_dir)))
@@ -38,18 +40,25 @@ def run(cfg: DictConfig) -> dict[str, float]:
     results.update(prefixed("tsdae", evaluate_stage("tsdae", run_dir / "tsdae" / "model", evaluators, run_dir)))
     stages = ["base", "tsdae"]
     if settings.supervised is not None:
-        start = run_dir / "tsdae" / "model"
-        supervised = run_stage("tsdae_supervised", [f"backbone.name_or_path={start}", *settings.supervised, *shared],
-                               run_dir)
-        results.update(prefixed("tsdae_supervised",
-                                {"train/samples_per_second": supervised["train/samples_per_second"]}))
-        results.update(prefixed("tsdae_supervised", evaluate_stage(
-            "tsdae_supervised", run_dir / "tsdae_supervised" / "model", evaluators, run_dir)))
+        results.update(supervised_stage("tsdae_supervised", run_dir / "tsdae" / "model", settings.supervised, shared,
+                                        evaluators, run_dir))
         stages.append("tsdae_supervised")
+        if settings.supervised_control:
+            results.update(supervised_stage("supervised", settings.start, settings.supervised, shared, evaluators,
+                                            run_dir))
+            stages.append("supervised")
 
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(comparison_table(results, stages, list(settings.table)))
     return results
+
+
+def supervised_stage(stage: str, start, overrides: list[str], shared: list[str], evaluators: dict,
+                     run_dir: Path) -> dict[str, float]:
+    trained = run_stage(stage, [f"backbone.name_or_path={start}", *overrides, *shared], run_dir)
+    metrics = {"train/samples_per_second": trained["train/samples_per_second"],
+               **evaluate_stage(stage, run_dir / stage / "model", evaluators, run_dir)}
+    return prefixed(stage, metrics)
 
 
 def evaluator_configs(settings: DictConfig) -> dict:

@@ -16,11 +16,13 @@ MARKDOWN_FILE = "results.md"
 SIMILARITIES_FILE = "similarities.json"
 TRAINING_LOG = Path("csv") / "metrics.csv"
 
-# The comparison table's columns when none are asked for: one headline figure per evaluation, then speed.
+# The comparison table's columns when none are asked for: one headline figure per evaluation (bi-encoder and
+# cross-encoder, evaluation script and training run), then speed.
 HEADLINE_KEYS = (
-    "stsb-test/spearman_cosine", "test/stsb/spearman_cosine", "sickr-trial/spearman_cosine",
-    "biosses/spearman_cosine", "liveqa-med/ndcg@10", "pubmedqa/ndcg@10", "rqe-test/accuracy",
-    "sick-entailment-trial/accuracy", "latency/sentences_per_second@32", "latency/p95_ms@1",
+    "stsb-test/spearman_cosine", "test/stsb/spearman_cosine", "test/stsb/spearman", "test/nli/accuracy",
+    "sickr-trial/spearman_cosine", "biosses/spearman_cosine", "liveqa-med/ndcg@10", "pubmedqa/ndcg@10",
+    "rqe-test/accuracy", "sick-entailment-trial/accuracy", "latency/sentences_per_second@32", "latency/p95_ms@1",
+    "train/samples_per_second",
 )
 
 
@@ -88,6 +90,21 @@ def load_run(folder: str | Path) -> Run:
     # Model folders are often all called `model` (training saves <run>/model), so their parent names them.
     label = "/".join(Path(results["model/path"]).parts[-2:]) if "model/path" in results else run_dir.name
     return Run(label, run_dir, results, similarities, training_log)
+
+
+def load_runs(folder: str | Path) -> list[Run]:
+    """`load_run`, with a pipeline's run (Augmented SBERT, domain adaptation: results keyed "<stage>/...") split into
+    one run per stage, labelled "<run>/<stage>"."""
+    run = load_run(folder)
+    if any(key in run.results for key in HEADLINE_KEYS):
+        return [run]
+    stages = list(dict.fromkeys(key.split("/", 1)[0] for key in run.results
+                                if any(key.split("/", 1)[-1] == headline for headline in HEADLINE_KEYS)))
+    if not stages:
+        return [run]
+    return [Run(f"{run.label}/{stage}", run.folder / stage,
+                {key.split("/", 1)[1]: value for key, value in run.results.items() if key.startswith(f"{stage}/")})
+            for stage in stages]
 
 
 def comparison_rows(runs: list[Run], keys: list[str] | None = None) -> tuple[list[str], list[list]]:
