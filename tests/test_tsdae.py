@@ -16,6 +16,8 @@ from embedlab.config import CONF_DIR
 from embedlab.domain_adapt import evaluate_stage
 from embedlab.encoder import SentenceEncoder
 from embedlab.errors import ConfigError
+from embedlab.evaluation.datasets import ScoredPairs
+from embedlab.evaluation.sts import STSEvaluator
 from embedlab.models.tsdae import TSDAEModule, build_decoder, check_decoder_tokens
 from embedlab.noise import DenoisingCollator, delete_words, noise_generator
 
@@ -164,7 +166,7 @@ def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_pa
     # The TSDAE stage is `python -m embedlab.train model=tsdae data=domain ...` from the plain tiny BERT.
     run_dir = tmp_path / "run"
     result = run_train("experiment=tsdae_biomed", "~domain_adapt.evaluators.liveqa-med",
-                       "domain_adapt.tsdae_max_steps=3",
+                       "domain_adapt.tsdae_max_steps=3", "domain_adapt.freeze_layers=1",
                        'domain_adapt.supervised=["experiment=nli_mnr","pooling=cls","trainer.max_steps=2",'
                        '"data.batch_size=8"]', "domain_adapt.supervised_control=true",
                        run_dir=run_dir, data_dir=data_dir, backbone=tiny_model_dir)
@@ -177,8 +179,8 @@ def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_pa
     tsdae_run = json.loads((run_dir / "tsdae" / "results.json").read_text())
     assert -1 <= tsdae_run["test/stsb/spearman_cosine"] <= 1 and tsdae_run["data/sentences"] == 30
     trained = SentenceEncoder.load(run_dir / "tsdae" / "model")
-    assert trained.pooling == "cls"
-    assert not torch.allclose(trained.encode(TEXTS), SentenceEncoder.load(tiny_model_dir, pooling="cls").encode(TEXTS))
+    assert trained.pooling == "mean"
+    assert not torch.allclose(trained.encode(TEXTS), SentenceEncoder.load(tiny_model_dir, pooling="mean").encode(TEXTS))
     assert SentenceEncoder.load(run_dir / "tsdae_supervised" / "model").pooling == "cls"
     supervised_config = OmegaConf.load(run_dir / "tsdae_supervised" / "config.yaml")
     assert supervised_config.backbone.name_or_path == str(run_dir / "tsdae" / "model")
@@ -196,4 +198,16 @@ def test_an_evaluated_stage_is_not_evaluated_again(tmp_path):
     (tmp_path / "tsdae").mkdir()
     (tmp_path / "tsdae" / "evaluation.json").write_text('{"biosses/spearman_cosine": 0.5}')
     # The model path does not exist: reading it would fail, so the cached metrics must be returned.
-    assert evaluate_stage("tsdae", tmp_path / "no_model", {}, tmp_path) == {"biosses/spearman_cosine": 0.5}
+    assert evaluate_stage("tsdae", tmp_path / "no_model", {"biosses": None}, tmp_path) == \
+        {"biosses/spearman_cosine": 0.5}
+
+
+def test_a_rerun_with_another_evaluator_adds_only_its_metrics(tmp_path, tiny_model_dir):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "evaluation.json").write_text('{"biosses/spearman_cosine": 0.5}')
+    pairs = ScoredPairs(["a dog runs", "a cat sleeps", "a man sings"],
+                        ["a dog is running", "the stock fell", "someone sings"], [4.0, 0.5, 3.5])
+    stsb = STSEvaluator(name="test/stsb", pairs=pairs)
+    metrics = evaluate_stage("base", tiny_model_dir, {"biosses": None, "test/stsb": stsb}, tmp_path)
+    assert metrics["biosses/spearman_cosine"] == 0.5 and -1 <= metrics["test/stsb/spearman_cosine"] <= 1
+    assert json.loads((tmp_path / "base" / "evaluation.json").read_text()) == metrics

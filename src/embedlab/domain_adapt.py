@@ -73,13 +73,18 @@ def evaluator_configs(settings: DictConfig) -> dict:
 
 
 def evaluate_stage(stage: str, model_path, evaluators: dict, run_dir: Path) -> dict[str, float]:
-    """The evaluators' metrics of one stage's model, cached in `<run dir>/<stage>/evaluation.json`."""
+    """The evaluators' metrics of one stage's model, cached in `<run dir>/<stage>/evaluation.json`; a rerun with
+    more evaluators runs only those the cache lacks."""
     cache = run_dir / stage / "evaluation.json"
-    if cache.exists():
+    metrics = json.loads(cache.read_text()) if cache.exists() else {}
+    missing = {name: evaluator for name, evaluator in evaluators.items()
+               if not any(key.startswith(f"{name}/") for key in metrics)}
+    if not missing:
         log.info("stage %s: evaluated before, reusing %s", stage, cache)
-        return json.loads(cache.read_text())
-    log.info("stage %s: evaluating %s", stage, model_path)
-    metrics, _ = run_evaluators(SentenceEncoder.load(model_path), evaluators)
+        return metrics
+    log.info("stage %s: evaluating %s on %s", stage, model_path, ", ".join(missing))
+    new_metrics, _ = run_evaluators(SentenceEncoder.load(model_path), missing)
+    metrics.update(new_metrics)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
