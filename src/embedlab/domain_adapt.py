@@ -35,17 +35,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     results: dict[str, float] = {}
 
     results.update(prefixed("base", evaluate_stage("base", settings.start, evaluators, run_dir)))
-    tsdae = run_stage("tsdae", [f"backbone.name_or_path={settings.start}", *settings.tsdae, *shared], run_dir)
-    results.update(prefixed("tsdae", {"train/samples_per_second": tsdae["train/samples_per_second"]}))
-    results.update(prefixed("tsdae", evaluate_stage("tsdae", run_dir / "tsdae" / "model", evaluators, run_dir)))
+    results.update(trained_stage("tsdae", settings.start, settings.tsdae, shared, evaluators, run_dir))
     stages = ["base", "tsdae"]
     if settings.supervised is not None:
-        results.update(supervised_stage("tsdae_supervised", run_dir / "tsdae" / "model", settings.supervised, shared,
-                                        evaluators, run_dir))
+        results.update(trained_stage("tsdae_supervised", run_dir / "tsdae" / "model", settings.supervised, shared,
+                                     evaluators, run_dir))
         stages.append("tsdae_supervised")
         if settings.supervised_control:
-            results.update(supervised_stage("supervised", settings.start, settings.supervised, shared, evaluators,
-                                            run_dir))
+            results.update(trained_stage("supervised", settings.start, settings.supervised, shared, evaluators,
+                                         run_dir))
             stages.append("supervised")
 
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -53,8 +51,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
-def supervised_stage(stage: str, start, overrides: list[str], shared: list[str], evaluators: dict,
-                     run_dir: Path) -> dict[str, float]:
+def trained_stage(stage: str, start, overrides: list[str], shared: list[str], evaluators: dict,
+                  run_dir: Path) -> dict[str, float]:
+    """`python -m embedlab.train` from `start` with the stage's overrides, then its model evaluated; keys
+    "<stage>/..."."""
     trained = run_stage(stage, [f"backbone.name_or_path={start}", *overrides, *shared], run_dir)
     metrics = {"train/samples_per_second": trained["train/samples_per_second"],
                **evaluate_stage(stage, run_dir / stage / "model", evaluators, run_dir)}

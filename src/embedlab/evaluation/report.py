@@ -99,7 +99,7 @@ def load_runs(folder: str | Path) -> list[Run]:
     if any(key in run.results for key in HEADLINE_KEYS):
         return [run]
     stages = list(dict.fromkeys(key.split("/", 1)[0] for key in run.results
-                                if any(key.split("/", 1)[-1] == headline for headline in HEADLINE_KEYS)))
+                                if key.split("/", 1)[-1] in HEADLINE_KEYS))
     if not stages:
         return [run]
     return [Run(f"{run.label}/{stage}", run.folder / stage,
