@@ -40,7 +40,7 @@ from embedlab.encoder import SentenceEncoder
 from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.losses import configured_loss_class
 from embedlab.models.bi_encoder import BiEncoderModule
-from embedlab.precision import autocast, autocast_dtype
+from embedlab.precision import autocast, autocast_dtype, weight_dtype
 
 log = logging.getLogger("embedlab.benchmark")
 QUALITY_BATCH_SIZE = 64
@@ -68,6 +68,7 @@ def run_benchmark(cfg: DictConfig, work_dir: Path) -> dict:
                           f"{cfg.train.steps} and {cfg.train.warmup_steps}")
     for precision in (cfg.precision, cfg.sentence_transformers.precision):
         autocast_dtype(precision)
+    weight_dtype(cfg.encode.precision)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     results = {}
@@ -117,13 +118,12 @@ def benchmark_encoding(cfg: DictConfig, job: str) -> dict:
     batch_size = ENCODE_JOBS[job]
     pairs, scores = load_sts_test(cfg)
     sentences = [text for pair in pairs for text in pair]
-    project = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device)
+    project = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device).inference_copy(cfg.encode.precision,
+                                                                                            cfg.encode.compile)
     reference = SentenceTransformer(str(cfg.model_path), device=cfg.device)
-    if cfg.compile:
-        project.backbone.compile(dynamic=True)
     if cfg.sentence_transformers.compile:
         reference[0].auto_model.compile(dynamic=True)
-    encoders = {PROJECT: project_embedder(project, batch_size, cfg.precision),
+    encoders = {PROJECT: project_embedder(project, batch_size),
                 REFERENCE: reference_embedder(reference, batch_size, cfg.sentence_transformers.precision)}
     # The untimed first pass warms caches (and compiles); it also gives the quality figure.
     results = {f"{job}/{side}/test_spearman_cosine": sts_spearman(embed, pairs, scores)

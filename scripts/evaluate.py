@@ -32,7 +32,8 @@ def evaluate(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     # The data loads first, so a missing file stops the run before the model is read.
     evaluators = instantiate(cfg.eval.evaluators, _convert_="all")
-    encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device)
+    encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device).inference_copy(cfg.precision,
+                                                                                            cfg.compile)
     rss_with_model = peak_rss_mb()
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True))),

@@ -170,3 +170,31 @@ def test_failed_save_leaves_the_old_model_intact(tiny_model_dir, sentences, tmp_
     loaded = SentenceEncoder.load(target)
     assert (loaded.pooling, loaded.normalize) == ("cls", True)
     torch.testing.assert_close(loaded.encode(sentences), old.encode(sentences), rtol=0, atol=ATOL)
+
+
+def test_inference_copy_casts_the_weights_once_and_leaves_the_original_alone(tiny_model_dir, sentences):
+    encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
+    full = encoder.encode(sentences, batch_size=4)
+    half = encoder.inference_copy("bf16-true")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    assert not any(p.requires_grad for p in half.parameters())
+    embeddings = half.encode(sentences, batch_size=4)
+    assert embeddings.dtype == torch.float32
+    assert not torch.equal(embeddings, full)
+    assert F.cosine_similarity(embeddings, full).min() > 0.99
+    with torch.no_grad():
+        next(encoder.parameters()).add_(1.0)
+    torch.testing.assert_close(half.encode(sentences, batch_size=4), embeddings, rtol=0, atol=0)
+
+
+def test_compiled_inference_copy_gives_the_eager_copy_embeddings(tiny_model_dir, sentences):
+    encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
+    eager = encoder.inference_copy("32-true").encode(sentences, batch_size=3)
+    compiled = encoder.inference_copy("32-true", compile=True)
+    torch.testing.assert_close(compiled.encode(sentences, batch_size=3), eager, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_copy_rejects_an_autocast_precision(tiny_model_dir):
+    with pytest.raises(ConfigError, match="weights' precision must be one of"):
+        SentenceEncoder.from_pretrained(tiny_model_dir).inference_copy("bf16-mixed")

@@ -93,6 +93,20 @@ def test_eval_all_writes_every_suite(tiny_model_dir, tiny_data_dir, tmp_path):
         assert bar in run.stderr, f"no progress bar {bar!r}"
 
 
+def test_precision_sets_the_dtype_of_the_weights_that_are_timed(tiny_model_dir, tiny_data_dir, tmp_path):
+    figures = {}
+    for precision in ("32-true", "bf16-true"):
+        run_dir = tmp_path / precision
+        run = run_evaluate(f"model_path={tiny_model_dir}", "eval=latency", f"paths.data_dir={tiny_data_dir}",
+                           f"hydra.run.dir={run_dir}", "threads=1", f"precision={precision}",
+                           "eval.evaluators.latency.repeats=1", "eval.evaluators.latency.single_queries=3",
+                           "eval.evaluators.latency.texts.count=8", "eval.compare_sentence_transformers=false")
+        assert run.returncode == 0, run.stderr[-3000:]
+        figures[precision] = json.loads((run_dir / "results.json").read_text())
+    assert figures["32-true"]["latency/dtype"] == "float32"
+    assert figures["bf16-true"]["latency/dtype"] == "bfloat16"
+
+
 def test_missing_data_stops_in_one_line_before_the_model_loads(tmp_path):
     run = run_evaluate("eval=sts", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
                        "model_path=/no/such/model")

@@ -4,6 +4,8 @@ It saves and loads the sentence-transformers folder layout, so a saved model ope
 `sentence_transformers.SentenceTransformer` and gives the same embeddings.
 """
 
+import contextlib
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from embedlab.model_files import (
     write_json,
 )
 from embedlab.pooling import POOLING_MODES, pool
-from embedlab.precision import autocast
+from embedlab.precision import autocast, weight_dtype
 
 POOLING_DIR = "1_Pooling"
 NORMALIZE_DIR = "2_Normalize"
@@ -81,6 +83,7 @@ class SentenceEncoder(nn.Module):
         self.max_seq_length = max_seq_length
         self.do_lower_case = do_lower_case
         self.truncate_dim = truncate_dim
+        self.compiled_with_frozen_weights = False
 
     @property
     def embedding_dim(self) -> int:
@@ -152,10 +155,35 @@ class SentenceEncoder(nn.Module):
                 embeddings = self({key: value.to(device) for key, value in features.items()})
             return embeddings[:, :self.output_dim].float().cpu()
 
-        embeddings = in_length_order(range(len(texts)), lambda i: len(encoded["input_ids"][i]), batch_size, embed,
-                                     "encode", show_progress_bar)
+        with self._frozen_weights_context():
+            embeddings = in_length_order(range(len(texts)), lambda i: len(encoded["input_ids"][i]), batch_size,
+                                         embed, "encode", show_progress_bar)
         self.train(was_training)
         return embeddings
+
+    def inference_copy(self, precision: str = "bf16-true", compile: bool = False) -> "SentenceEncoder":
+        """A copy of this encoder for `encode` only: eval mode, no gradients, weights cast to `precision`'s dtype.
+
+        Casting the weights once beats autocast, which casts every weight again in every batch (about 5% more
+        sentences/s here). `compile=True` runs the backbone through torch.compile with frozen weights: inductor folds
+        them into the graph as constants and pre-packs them for oneDNN, which pays most at small batches. Frozen
+        constants are why this is a copy: training this encoder afterwards leaves the copy as it was. The first
+        `encode` of a compiled copy compiles (about 20 s for MiniLM on 2 CPU cores).
+        """
+        frozen = copy.deepcopy(self).to(weight_dtype(precision)).eval().requires_grad_(False)
+        if compile:
+            frozen.backbone.compile(dynamic=True)
+            frozen.compiled_with_frozen_weights = True
+        return frozen
+
+    def _frozen_weights_context(self):
+        # Dynamo reads inductor's `freezing` when it traces, not only inductor when it compiles, so the setting is
+        # patched around the calls (a compile option reaches inductor alone, and the weights stay graph inputs).
+        if self.compiled_with_frozen_weights:
+            from torch._inductor import config as inductor_config
+
+            return inductor_config.patch(freezing=True)
+        return contextlib.nullcontext()
 
     def forward_in_mini_batches(self, features: dict[str, Tensor], mini_batch_size: int) -> Tensor:
         """`forward` on a large batch with the activation memory of one mini-batch (GradCache).

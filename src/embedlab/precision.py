@@ -1,4 +1,4 @@
-"""Lightning's precision names for inference: autocast to a lower-precision dtype, or none."""
+"""Lightning's precision names for inference: autocast to a lower-precision dtype, or weights cast to one."""
 
 import contextlib
 
@@ -7,6 +7,7 @@ import torch
 from embedlab.errors import ConfigError
 
 AUTOCAST_DTYPES = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+WEIGHT_DTYPES = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -21,3 +22,9 @@ def autocast(precision: str, device: str | torch.device):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def weight_dtype(precision: str) -> torch.dtype:
+    if precision not in WEIGHT_DTYPES:
+        raise ConfigError(f"the weights' precision must be one of {', '.join(WEIGHT_DTYPES)}, got {precision!r}")
+    return WEIGHT_DTYPES[precision]
