@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 from embedlab.data.collate import Collator
 from embedlab.encoder import SentenceEncoder
 from embedlab.errors import ConfigError
-from embedlab.models.optim import adamw_with_warmup
+from embedlab.models.optim import adamw_with_warmup, check_schedule
 
 
 class BiEncoderModule(L.LightningModule):
@@ -26,13 +26,15 @@ class BiEncoderModule(L.LightningModule):
     produces = "embeddings"
 
     def __init__(self, encoder: SentenceEncoder, loss: nn.Module, text_columns: list[str], eval_name: str = "stsb",
-                 lr: float = 2e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1):
+                 lr: float = 2e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
+                 schedule: str = "linear"):
         super().__init__()
         self.encoder = encoder
         self.loss = loss
         self.text_columns = list(text_columns)
         self.eval_name = eval_name
-        self.optim = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio}
+        self.optim = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
+                      "schedule": check_schedule(schedule)}
         metrics = MetricCollection({"spearman_cosine": SpearmanCorrCoef(), "pearson_cosine": PearsonCorrCoef()})
         self.sts_metrics = nn.ModuleDict({"dev": metrics.clone(), "test": metrics.clone()})
         # Hugging Face loads backbones in eval mode and Lightning keeps each submodule's mode, so without this

@@ -17,7 +17,7 @@ from embedlab.cross_encoder import CrossEncoder
 from embedlab.data.collate import PairCollator
 from embedlab.errors import ConfigError
 from embedlab.models.bi_encoder import log_split_metrics
-from embedlab.models.optim import adamw_with_warmup
+from embedlab.models.optim import adamw_with_warmup, check_schedule
 
 
 class CrossEncoderModule(L.LightningModule):
@@ -30,13 +30,15 @@ class CrossEncoderModule(L.LightningModule):
     produces = "pair_logits"
 
     def __init__(self, cross_encoder: CrossEncoder, loss: nn.Module, eval_name: str = "stsb",
-                 eval_target: str = "score", lr: float = 2e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1):
+                 eval_target: str = "score", lr: float = 2e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
+                 schedule: str = "linear"):
         super().__init__()
         self.cross_encoder = cross_encoder
         self.loss = loss
         self.eval_name = eval_name
         self.eval_target = eval_target
-        self.optim = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio}
+        self.optim = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
+                      "schedule": check_schedule(schedule)}
         if eval_target == "score":
             if cross_encoder.num_labels != 1:
                 raise ConfigError(f"evaluation '{eval_name}' scores pairs, but the cross-encoder has "

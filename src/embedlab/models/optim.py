@@ -1,15 +1,26 @@
-"""AdamW with linear warmup and linear decay, the schedule every objective here trains with."""
+"""AdamW with linear warmup, then linear decay to zero (`schedule="linear"`) or a constant rate ("constant"),
+the schedules every objective here trains with."""
 
 import math
 
 import lightning as L
 import torch
 
+from embedlab.errors import ConfigError
+
 # Biases and normalisation weights are not decayed: shrinking them towards zero only hurts.
 NO_WEIGHT_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+SCHEDULES = ("linear", "constant")
 
 
-def adamw_with_warmup(module: L.LightningModule, lr: float, weight_decay: float, warmup_ratio: float) -> dict:
+def check_schedule(schedule: str) -> str:
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return schedule
+
+
+def adamw_with_warmup(module: L.LightningModule, lr: float, weight_decay: float, warmup_ratio: float,
+                      schedule: str = "linear") -> dict:
     decay, no_decay = [], []
     for name, parameter in module.named_parameters():
         if parameter.requires_grad:
@@ -18,11 +29,16 @@ def adamw_with_warmup(module: L.LightningModule, lr: float, weight_decay: float,
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     total = max(1, int(module.trainer.estimated_stepping_batches))
     warmup = math.ceil(warmup_ratio * total)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay(step, warmup, total))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    factor = linear_warmup_decay if check_schedule(schedule) == "linear" else linear_warmup_constant
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, warmup, total))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return step / max(1, warmup)
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def linear_warmup_constant(step: int, warmup: int, total: int) -> float:
+    return step / warmup if step < warmup else 1.0

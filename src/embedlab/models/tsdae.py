@@ -42,9 +42,9 @@ class TSDAEModule(BiEncoderModule):
 
     def __init__(self, encoder: SentenceEncoder, decoder: PreTrainedModel, loss: nn.Module, eval_name: str = "stsb",
                  deletion_ratio: float = 0.6, seed: int = 0, lr: float = 3e-5, weight_decay: float = 0.0,
-                 warmup_ratio: float = 0.0):
+                 warmup_ratio: float = 0.0, schedule: str = "linear"):
         super().__init__(encoder, loss, list(ReconstructionLoss.signature.texts), eval_name=eval_name, lr=lr,
-                         weight_decay=weight_decay, warmup_ratio=warmup_ratio)
+                         weight_decay=weight_decay, warmup_ratio=warmup_ratio, schedule=schedule)
         self.decoder = decoder
         self.deletion_ratio = check_deletion_ratio(deletion_ratio)
         self.seed = seed
