@@ -106,6 +106,27 @@ def test_training_steps_reduce_the_reconstruction_loss(tiny_model_dir, one_threa
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_decoder_dropout_switches_off_for_the_decoder_alone(tiny_model_dir, one_thread):
+    module = tsdae_module(tiny_model_dir, "model.decoder_dropout=false")
+    module.eval()
+    module.train()  # as Lightning does after validation
+    assert module.training and module.encoder.backbone.training and not module.decoder.training
+    assert not any(m.training for m in module.decoder.modules())
+    collate = module.make_collator(["text"], None)
+    features = collate([{"text": text, "epoch": 0, "index": i} for i, text in enumerate(TEXTS)])["features"]
+    embedding = module.encoder(features["noisy"])[:, None]
+    ids = features["text"]["input_ids"]
+    logits = [module.decoder(input_ids=ids, encoder_hidden_states=embedding).logits for _ in range(2)]
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
+    # The default keeps dropout in the decoder: the same input decodes differently each time.
+    dropping = tsdae_module(tiny_model_dir)
+    assert dropping.decoder.training
+    torch.manual_seed(0)
+    first, second = (dropping.decoder(input_ids=ids, encoder_hidden_states=embedding.detach()).logits
+                     for _ in range(2))
+    assert not torch.equal(first, second)
+
+
 def test_frozen_lower_layers_stay_put_and_freeze_their_tied_copies(tiny_model_dir):
     module = tsdae_module(tiny_model_dir, "model.freeze_layers=1")
     backbone = module.encoder.backbone

@@ -42,14 +42,24 @@ class TSDAEModule(BiEncoderModule):
 
     def __init__(self, encoder: SentenceEncoder, decoder: PreTrainedModel, loss: nn.Module, eval_name: str = "stsb",
                  deletion_ratio: float = 0.6, seed: int = 0, lr: float = 3e-5, weight_decay: float = 0.0,
-                 warmup_ratio: float = 0.0, schedule: str = "linear"):
+                 warmup_ratio: float = 0.0, schedule: str = "linear", decoder_dropout: bool = True):
         super().__init__(encoder, loss, list(ReconstructionLoss.signature.texts), eval_name=eval_name, lr=lr,
                          weight_decay=weight_decay, warmup_ratio=warmup_ratio, schedule=schedule)
         self.decoder = decoder
         self.deletion_ratio = check_deletion_ratio(deletion_ratio)
         self.seed = seed
-        # The decoder also comes from Hugging Face in eval mode; its dropout must train as well.
+        self.decoder_dropout = decoder_dropout
+        # The decoder also comes from Hugging Face in eval mode; its dropout must train as well, unless switched off.
         self.train()
+
+    def train(self, mode: bool = True) -> "TSDAEModule":
+        super().train(mode)
+        # The bi-encoder's constructor calls train() before this class has set its attributes.
+        if not getattr(self, "decoder_dropout", True):
+            # Only the decoder's own module objects: the tied encoder layers are other modules over the same
+            # tensors, and keep their dropout.
+            self.decoder.eval()
+        return self
 
     @classmethod
     def from_config(cls, cfg: DictConfig, text_columns: list[str]) -> "TSDAEModule":
@@ -63,7 +73,8 @@ class TSDAEModule(BiEncoderModule):
             tie_decoder_to_encoder(encoder.backbone, decoder)
         freeze_lower_layers(encoder.backbone, settings.freeze_layers)
         return cls(encoder, decoder, instantiate(cfg.loss), eval_name=cfg.evaluation.name,
-                   deletion_ratio=settings.deletion_ratio, seed=cfg.seed, **cfg.optim)
+                   deletion_ratio=settings.deletion_ratio, seed=cfg.seed,
+                   decoder_dropout=settings.get("decoder_dropout", True), **cfg.optim)
 
     def make_collator(self, text_columns: list[str], target_column: str | None) -> Collator | DenoisingCollator:
         if target_column is None:
