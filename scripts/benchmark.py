@@ -5,8 +5,9 @@ Jobs (conf/benchmark.yaml `jobs`):
   `train.steps` optimiser steps timed after `train.warmup_steps`, in this process for both sides (embedlab's
   Lightning module and data module; sentence-transformers' model, tokenisation, loss and sampler in its trainer's
   optimisation recipe, see `train_reference`), from the same model, rows and seed; throughput in training pairs per second, quality the STSB test Spearman after those steps;
-- `encode_bs32`, `encode_bs128`: `SentenceEncoder.encode` against `SentenceTransformer.encode` on the STSB test
-  sentences; throughput in sentences per second, quality the STSB test Spearman of the embeddings.
+- `encode_bs32`, `encode_bs128`: `SentenceEncoder.encode` of the inference copy set by `encode.precision` and
+  `encode.compile` against `SentenceTransformer.encode` on the STSB test sentences; throughput in sentences per
+  second, quality the STSB test Spearman of the embeddings.
 
 Each job runs `repeats` times interleaved (project, sentence-transformers, project, ...), so that a machine busy
 for a while slows both sides alike; the ratio is the median of the per-repeat ratios. `full=true` adds the full
