@@ -32,8 +32,10 @@ def evaluate(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     # The data loads first, so a missing file stops the run before the model is read.
     evaluators = instantiate(cfg.eval.evaluators, _convert_="all")
-    encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device).inference_copy(cfg.precision,
-                                                                                            cfg.compile)
+    encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device)
+    if cfg.precision != "32-true" or cfg.compile:
+        # fp32 eager is the loaded encoder as it is: no second copy of the weights in memory (or in peak RSS).
+        encoder = encoder.inference_copy(cfg.precision, cfg.compile)
     rss_with_model = peak_rss_mb()
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True))),

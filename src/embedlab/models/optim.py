@@ -10,7 +10,6 @@ from embedlab.errors import ConfigError
 
 # Biases and normalisation weights are not decayed: shrinking them towards zero only hurts.
 NO_WEIGHT_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-SCHEDULES = ("linear", "constant")
 
 
 def check_schedule(schedule: str) -> str:
@@ -29,7 +28,7 @@ def adamw_with_warmup(module: L.LightningModule, lr: float, weight_decay: float,
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     total = max(1, int(module.trainer.estimated_stepping_batches))
     warmup = math.ceil(warmup_ratio * total)
-    factor = linear_warmup_decay if check_schedule(schedule) == "linear" else linear_warmup_constant
+    factor = SCHEDULES[check_schedule(schedule)]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, warmup, total))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -42,3 +41,7 @@ def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
 
 def linear_warmup_constant(step: int, warmup: int, total: int) -> float:
     return step / warmup if step < warmup else 1.0
+
+
+# The factor of the peak rate at each step, by `optim.schedule`.
+SCHEDULES = {"linear": linear_warmup_decay, "constant": linear_warmup_constant}

@@ -74,7 +74,7 @@ class TSDAEModule(BiEncoderModule):
         freeze_lower_layers(encoder.backbone, settings.freeze_layers)
         return cls(encoder, decoder, instantiate(cfg.loss), eval_name=cfg.evaluation.name,
                    deletion_ratio=settings.deletion_ratio, seed=cfg.seed,
-                   decoder_dropout=settings.get("decoder_dropout", True), **cfg.optim)
+                   decoder_dropout=settings.decoder_dropout, **cfg.optim)
 
     def make_collator(self, text_columns: list[str], target_column: str | None) -> Collator | DenoisingCollator:
         if target_column is None:
