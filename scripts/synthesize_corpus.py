@@ -1,7 +1,7 @@
 """Build a large BEIR-style retrieval set from the local corpora, to measure evaluation at scale.
 
 `python scripts/synthesize_corpus.py --data-dir ../shared/data --out /tmp/corpus100k --size 100000`, then
-`python scripts/evaluate.py eval=beir eval.dataset_dir=/tmp/corpus100k`.
+`python scripts/evaluate.py evaluation=beir evaluation.beir.data.folder=/tmp/corpus100k`.
 
 Queries are the first sentences of the STS benchmark test pairs scored 4 or more; each one's relevant document is
 its pair's second sentence. Distinct sentences of the other local corpora (PubMed HoC, the NLI sets, the STS and
@@ -14,6 +14,9 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from embedlab.cli import report_errors
+from embedlab.errors import DataError
 
 RELEVANT_SCORE = 4.0
 
@@ -50,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=100_000, help="documents in the corpus")
     args = parser.parse_args(argv)
     data_dir, out = Path(args.data_dir), Path(args.out)
-
+    if not (data_dir / "stsbenchmark" / "sts-test.csv").is_file():
+        raise DataError(f"no stsbenchmark/sts-test.csv under {data_dir}: give --data-dir a folder laid out like "
+                        "../shared/data")
     pairs = sts_test_pairs(data_dir)
     corpus = dict.fromkeys(second for _, second in pairs)
     for sentence in distractor_sentences(data_dir):
@@ -59,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if sentence.strip() and sentence.strip() not in corpus:
             corpus[sentence.strip()] = None
     if len(corpus) < args.size:
-        print(f"embedlab: error: only {len(corpus)} distinct sentences under {data_dir}", file=sys.stderr)
-        return 1
+        raise DataError(f"only {len(corpus)} distinct sentences under {data_dir}")
     doc_ids = {text: f"doc{index}" for index, text in enumerate(corpus)}
 
     (out / "qrels").mkdir(parents=True, exist_ok=True)
@@ -78,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report_errors(main))

@@ -12,7 +12,7 @@ def run_train(*overrides: str, run_dir: Path, data_dir: Path, backbone: str, tim
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
            "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "train.py", f"backbone.name_or_path={backbone}", f"paths.data_dir={data_dir}",
-               f"hydra.run.dir={run_dir}", "evaluation.every_n_steps=2", "data.batch_size=8", *overrides]
+               f"hydra.run.dir={run_dir}", "eval_every_n_steps=2", "data.batch_size=8", *overrides]
     return subprocess.run(command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -118,8 +118,27 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     labels = ["entailment", "neutral", "contradiction"]
     validation = [{"premise": sentence(rng), "hypothesis": sentence(rng), "label": labels[i % 3]} for i in range(18)]
     (nli / "val_round5_base_combined.jsonl").write_text("".join(json.dumps(r) + "\n" for r in validation))
+    corpus = root / "biomed_hoc_pubmed_sentences"
+    corpus.mkdir()
+    (corpus / "hoc_text_concat.txt").write_text("".join(f"{sentence(rng)[:-1]} in study {i}.\n" for i in range(48)))
+    write_liveqa_like(root / "medical_liveqa_retrieval", rng)
     snli = root / "nli_snli_mnli_dev_test"
     snli.mkdir()
     test_rows = [f"p{i},{sentence(rng)},{sentence(rng)},{(labels + ['-'])[i % 4]}" for i in range(20)]
     (snli / "snli_1.0_test.csv").write_text("pairID,sentence1,sentence2,label\n" + "\n".join(test_rows) + "\n")
     return root
+
+
+def write_liveqa_like(folder: Path, rng: random.Random, questions: int = 12, answers: int = 30) -> None:
+    """A retrieval set in LiveQA-Med's files: questions with summaries, answers, graded judgements of each."""
+    folder.mkdir()
+    entries = "".join(f'<NLM-QUESTION qid="TQ{q}"><NLM-Summary>{sentence(rng)}</NLM-Summary></NLM-QUESTION>'
+                      for q in range(1, questions + 1))
+    (folder / "TREC-2017-LiveQA-Medical-Test-Questions-w-summaries.xml").write_text(
+        f'<?xml version="1.0"?><Set>{entries}</Set>')
+    (folder / "All-2479-Answers-retrieved-from-MedQuAD.csv").write_text(
+        "AnswerID,Answer\n" + "".join(f'A{a}.txt,"{sentence(rng)} {sentence(rng)}"\n' for a in range(answers)))
+    judgements = ["1-Incorrect", "2-Related", "3-Incomplete", "4-Excellent"]
+    (folder / "All-qrels_LiveQAMed2017-TestQuestions_2479_Judged-Answers.txt").write_text("".join(
+        f"{q} {rng.choice(judgements)} A{a}.txt\n" for q in range(1, questions + 1)
+        for a in rng.sample(range(answers), 4)))

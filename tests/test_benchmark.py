@@ -6,10 +6,7 @@ import sys
 import pytest
 from cli import ROOT
 
-# The scripts are not a package: their folder goes on the path, as check_throughput.py does for benchmark.py.
-sys.path.insert(0, str(ROOT / "scripts"))
-from benchmark import ENCODE_JOBS, TRAIN_JOBS, summarise
-from check_throughput import failures
+from embedlab.recipes.benchmark import ENCODE_JOBS, TRAIN_JOBS, regressions, summarise
 
 
 def run_benchmark_script(*overrides: str, run_dir, model_dir, data_dir) -> subprocess.CompletedProcess:
@@ -59,6 +56,6 @@ def test_ratio_is_the_median_of_the_interleaved_ratios():
 
 def test_throughput_guard_fails_only_below_the_baseline_ratio():
     results = {"encode_bs32/ratio": 1.4, "train_stsb_cosine/ratio": 0.9}
-    assert failures(results, {"encode_bs32": 1.0, "train_stsb_cosine": 0.8}) == []
-    problems = failures(results, {"encode_bs32": 1.5, "train_stsb_cosine": 0.8})
+    assert regressions(results, {"encode_bs32": 1.0, "train_stsb_cosine": 0.8}) == []
+    problems = regressions(results, {"encode_bs32": 1.5, "train_stsb_cosine": 0.8})
     assert problems == ["encode_bs32: ratio 1.40 is below the baseline 1.50"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from cli import assert_one_line_error, run_train
 
-from embedlab.cross_encoder import CrossEncoder
+from embedlab.modeling.cross_encoder import CrossEncoder
 
 PAIRS = [("a man plays the guitar", "a woman plays the piano"),
          ("the dog runs", "a cat sleeps in the house and the dog runs very fast in the park"),
@@ -59,7 +59,7 @@ def test_rank_needs_a_single_score(tiny_model_dir):
 def test_cross_encoder_stsb_run_trains_saves_and_loads_in_sentence_transformers(tmp_path, tiny_data_dir,
                                                                                tiny_model_dir):
     run_dir = tmp_path / "run"
-    result = run_train("experiment=cross_encoder_stsb", "trainer.max_epochs=1", "evaluation.every_n_steps=3",
+    result = run_train("experiment=cross_encoder_stsb", "trainer.max_epochs=1", "eval_every_n_steps=3",
                        run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
@@ -75,7 +75,7 @@ def test_cross_encoder_stsb_run_trains_saves_and_loads_in_sentence_transformers(
 
 def test_nli_classification_run_reports_accuracy_and_f1(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
-    result = run_train("experiment=cross_encoder_nli", "evaluation.every_n_steps=3",
+    result = run_train("experiment=cross_encoder_nli", "eval_every_n_steps=3",
                        run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())

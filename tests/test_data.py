@@ -251,7 +251,7 @@ def test_collator_pads_each_batch_to_its_longest_text_in_worker_processes(tiny_m
     from torch.utils.data import DataLoader
 
     from embedlab.data.collate import Collator
-    from embedlab.encoder import SentenceEncoder
+    from embedlab.modeling.encoder import SentenceEncoder
 
     encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
     rows = [{"anchor": "a man plays", "positive": "a man plays the guitar in the park"},

@@ -8,12 +8,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from embedlab.encoder import SentenceEncoder
 from embedlab.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
     mnr,
 )
+from embedlab.modeling.encoder import SentenceEncoder
 
 BATCH, DIM, WORLD = 4, 8, 2
 

@@ -1,25 +1,26 @@
-"""The domain corpus: reading lines or splitting documents, length filters, deduplication, and bad input."""
+"""The unlabelled corpus (data=corpus): reading lines or splitting documents, length filters, deduplication, and bad input."""
 
 import pytest
 from cli import assert_one_line_error, run_train
+from fakes import trainer_for_data
 from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.data import _set_sampler_epoch
 
+from embedlab.assembly import run_training
 from embedlab.config import CONF_DIR
-from embedlab.data.domain import (
-    DomainDataModule,
+from embedlab.data.corpus import (
+    CorpusDataModule,
     filter_sentences,
     read_corpus,
     split_sentences,
 )
+from embedlab.data.noise import DenoisingCollator
 from embedlab.errors import ConfigError, DataError
-from embedlab.models.tsdae import ReconstructionLoss
-from embedlab.noise import DenoisingCollator
-from embedlab.train import train
+from embedlab.losses import ReconstructionLoss
 
 
-def domain_data(path, **settings) -> DomainDataModule:
-    data = DomainDataModule(name="domain", path=str(path), **settings)
+def domain_data(path, **settings) -> CorpusDataModule:
+    data = CorpusDataModule(name="corpus", path=str(path), **settings)
     data.fit_loss("tsdae", ReconstructionLoss)
     return data
 
@@ -64,7 +65,7 @@ def test_a_line_of_ten_thousand_words_is_skipped_not_fed_to_the_model(tmp_path):
 
 
 def test_overlong_text_is_truncated_by_the_collator(tiny_model_dir):
-    from embedlab.encoder import SentenceEncoder
+    from embedlab.modeling.encoder import SentenceEncoder
 
     encoder = SentenceEncoder.load(tiny_model_dir, max_seq_length=32)
     batch = DenoisingCollator(encoder.tokenize, 0.6, 0)([{"text": " ".join(["dog"] * 10_000), "epoch": 0,
@@ -77,7 +78,7 @@ def test_rows_carry_their_epoch_and_index_for_the_noise(tmp_path, tiny_model_dir
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"sentence number {i} is here\n" for i in range(10)))
     data = domain_data(corpus, batch_size=4, seed=3)
-    data.make_collator = lambda columns, target: list
+    data.trainer = trainer_for_data()
     data.setup("fit")
     loader = data.train_dataloader()
     first = [row for batch in loader for row in batch]
@@ -100,7 +101,7 @@ def test_bad_corpus_stops_with_one_clear_error(tmp_path, content, expected):
     if content is not None:
         corpus.write_bytes(content)
     data = domain_data(corpus, min_words=4)
-    data.make_collator = lambda columns, target: list
+    data.trainer = trainer_for_data()
     with pytest.raises(DataError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         data.setup("fit")
 
@@ -108,15 +109,15 @@ def test_bad_corpus_stops_with_one_clear_error(tmp_path, content, expected):
 def test_non_utf8_corpus_is_one_line_from_the_command_line(tmp_path, tiny_data_dir, tiny_model_dir):
     corpus = tmp_path / "latin1.txt"
     corpus.write_bytes("les résultats sont très bons ici\n".encode("latin-1"))
-    result = run_train("model=tsdae", "data=domain", f"data.path={corpus}", run_dir=tmp_path / "run",
+    result = run_train("model=tsdae", "data=corpus", f"data.path={corpus}", run_dir=tmp_path / "run",
                        data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert_one_line_error(result, f"{corpus}: not UTF-8 text")
 
 
-def test_domain_data_with_a_bi_encoder_fails_at_start_up(tmp_path):
-    # data=domain selects the reconstruction loss, which only model=tsdae feeds; the backbone is never loaded.
+def test_corpus_data_with_a_bi_encoder_fails_at_start_up(tmp_path):
+    # data=corpus selects the reconstruction loss, which only model=tsdae feeds; the backbone is never loaded.
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["data=domain", "backbone.name_or_path=/no/such/model",
+        cfg = compose("train", overrides=["data=corpus", "backbone.name_or_path=/no/such/model",
                                           f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="consumes token_logits but model .* produces embeddings"):
-        train(cfg)
+        run_training(cfg)

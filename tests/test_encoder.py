@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer, models
 
-from embedlab.encoder import SentenceEncoder
 from embedlab.errors import ConfigError
+from embedlab.modeling.encoder import SentenceEncoder
 
 ATOL = 1e-5
 # Short enough that the longest fixture sentence (11 words + [CLS]/[SEP]) is truncated: both sides must agree on it.

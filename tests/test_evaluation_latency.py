@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from embedlab.encoder import SentenceEncoder
 from embedlab.evaluation.datasets import ScoredPairs
 from embedlab.evaluation.latency import (
     LatencyEvaluator,
@@ -15,6 +14,7 @@ from embedlab.evaluation.latency import (
     sample_texts,
     throughput,
 )
+from embedlab.modeling.encoder import SentenceEncoder
 
 
 class SleepingEncoder:

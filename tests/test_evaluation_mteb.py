@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from embedlab.encoder import SentenceEncoder
 from embedlab.evaluation.loaders import load_scored_pairs
 from embedlab.evaluation.sts import STSEvaluator
+from embedlab.modeling.encoder import SentenceEncoder
 
 mteb = pytest.importorskip("mteb")
 from embedlab.evaluation.mteb_adapter import MtebEncoder, MtebEvaluator, local_sts_task
@@ -29,10 +29,10 @@ def test_mteb_runs_the_encoder_on_a_local_task(tiny_model_dir, local_sts_file, t
     encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
     results = MtebEvaluator([local_sts_task("LocalSTS", pairs)], batch_size=4,
                             output_dir=str(tmp_path / "mteb"))(encoder)
-    assert list(results) == ["mteb-LocalSTS/cosine_spearman"]
+    assert list(results) == ["test/mteb-LocalSTS/cosine_spearman"]
     # MTEB's own STS evaluation and ours agree on the same pairs.
     ours = STSEvaluator("local", pairs)(encoder)
-    assert results["mteb-LocalSTS/cosine_spearman"] == pytest.approx(ours["local/spearman_cosine"], abs=1e-6)
+    assert results["test/mteb-LocalSTS/cosine_spearman"] == pytest.approx(ours["local/spearman_cosine"], abs=1e-6)
     assert list((tmp_path / "mteb").rglob("LocalSTS.json")), "MTEB keeps its own result file"
 
 

@@ -16,19 +16,19 @@ def report_main(argv: list[str]) -> int:
     spec = importlib.util.spec_from_file_location("report_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main(argv)
+    return module.report_errors(lambda: module.report(argv))
 
 
 def test_results_json_and_markdown(tmp_path):
-    results = {"stsb-test/spearman_cosine": 0.82031, "latency/p95_ms@1": 12.5, "latency/device": "cpu",
+    results = {"test/stsb/spearman_cosine": 0.82031, "latency/p95_ms@1": 12.5, "latency/device": "cpu",
                "model/path": "/models/a|b"}
-    write_results(tmp_path, results, {"rqe-test": {"positive": [0.5], "negative": [0.1]}})
+    write_results(tmp_path, results, {"test/rqe": {"positive": [0.5], "negative": [0.1]}})
     assert json.loads((tmp_path / "results.json").read_text()) == results
     markdown = (tmp_path / "results.md").read_text()
     assert markdown == results_markdown(results)
-    assert "## stsb-test\n\n| metric | value |\n|---|---|\n| spearman_cosine | 0.8203 |" in markdown
+    assert "## test/stsb\n\n| metric | value |\n|---|---|\n| spearman_cosine | 0.8203 |" in markdown
     assert "| device | cpu |" in markdown and "| path | /models/a\\|b |" in markdown
-    assert json.loads((tmp_path / "similarities.json").read_text())["rqe-test"]["negative"] == [0.1]
+    assert json.loads((tmp_path / "similarities.json").read_text())["test/rqe"]["negative"] == [0.1]
 
 
 @pytest.fixture
@@ -41,11 +41,11 @@ def two_runs(tmp_path) -> tuple[Path, Path]:
     (training / "csv" / "metrics.csv").write_text(
         "epoch,step,train/loss,dev/stsb/spearman_cosine\n0,49,1.5,\n0,99,1.1,\n0,99,,0.78\n0,149,0.9,\n0,199,,0.81\n")
     evaluation = tmp_path / "eval_run"
-    write_results(evaluation, {"stsb-test/spearman_cosine": 0.81, "latency/sentences_per_second@32": 150.0,
+    write_results(evaluation, {"test/stsb/spearman_cosine": 0.81, "latency/sentences_per_second@32": 150.0,
                                "model/path": str(training / "model")},
-                  {"rqe-test": {"positive": [0.7, 0.8, 0.6], "negative": [0.1, 0.3]}})
+                  {"test/rqe": {"positive": [0.7, 0.8, 0.6], "negative": [0.1, 0.3]}})
     baseline = tmp_path / "baseline_eval"
-    write_results(baseline, {"stsb-test/spearman_cosine": 0.8203, "latency/sentences_per_second@32": 180.0,
+    write_results(baseline, {"test/stsb/spearman_cosine": 0.8203, "latency/sentences_per_second@32": 180.0,
                              "model/path": "/site-packages/all-MiniLM-L6-v2"})
     return training / "model", evaluation, baseline
 
@@ -55,11 +55,11 @@ def test_report_writes_the_table_and_plots(two_runs, tmp_path):
     out = tmp_path / "report"
     assert report_main([str(evaluation), str(baseline), str(model_folder), "--out", str(out)]) == 0
     table = (out / "comparison.md").read_text()
-    assert "| model | stsb-test/spearman_cosine | test/stsb/spearman_cosine | latency/sentences_per_second@32 |" \
-        in table
-    assert "| train_run/model | 0.8100 | – | 150.0 |" in table
-    assert "| site-packages/all-MiniLM-L6-v2 | 0.8203 | – | 180.0 |" in table
-    assert "| train_run | – | 0.8000 | – |" in table
+    # Training and evaluation spell their keys alike, so one column holds both.
+    assert "| model | test/stsb/spearman_cosine | latency/sentences_per_second@32 |" in table
+    assert "| train_run/model | 0.8100 | 150.0 |" in table
+    assert "| site-packages/all-MiniLM-L6-v2 | 0.8203 | 180.0 |" in table
+    assert "| train_run | 0.8000 | – |" in table
     # Sizes follow from the figure sizes at 120 dpi: 7x5 in; 8 in wide, 3 in per panel.
     expected = {"quality_vs_throughput.png": (840, 600), "training_curves.png": (960, 720),
                 "similarity_distribution.png": (960, 360)}
@@ -86,15 +86,16 @@ def test_report_on_a_folder_without_results_fails_in_one_line(tmp_path, capsys):
 
 def test_a_pipeline_run_becomes_one_row_per_stage(tmp_path):
     pipeline = tmp_path / "tsdae_biomed"
-    write_results(pipeline, {"base/biosses/spearman_cosine": 0.8164, "base/test/stsb/spearman_cosine": 0.8203,
-                             "tsdae/biosses/spearman_cosine": 0.5, "tsdae/train/samples_per_second": 9.0,
+    write_results(pipeline, {"base/test/biosses/spearman_cosine": 0.8164, "base/test/stsb/spearman_cosine": 0.8203,
+                             "tsdae/test/biosses/spearman_cosine": 0.5, "tsdae/train/samples_per_second": 9.0,
                              "teacher/dev/stsb/spearman": 0.8})
     training = tmp_path / "stsb_cosine"
     write_results(training, {"test/stsb/spearman_cosine": 0.848, "train/samples_per_second": 25.0})
     out = tmp_path / "report"
     assert report_main([str(pipeline), str(training), "--out", str(out)]) == 0
     table = (out / "comparison.md").read_text().splitlines()
-    assert table[2] == "| model | test/stsb/spearman_cosine | biosses/spearman_cosine | train/samples_per_second |"
+    assert table[2] == ("| model | test/stsb/spearman_cosine | test/biosses/spearman_cosine "
+                        "| train/samples_per_second |")
     assert table[4:] == ["| tsdae_biomed/base | 0.8203 | 0.8164 | – |",
                          "| tsdae_biomed/tsdae | – | 0.5000 | 9.0000 |",
                          "| stsb_cosine | 0.8480 | – | 25.0000 |"]

@@ -9,12 +9,13 @@ import torch
 from conftest import SENTENCES
 from fakes import LookupEncoder
 
-from embedlab.encoder import SentenceEncoder
 from embedlab.errors import DataError
 from embedlab.evaluation.datasets import RetrievalSet
+from embedlab.evaluation.encoding import encode_inputs
 from embedlab.evaluation.loaders import load_beir, load_liveqa_med, load_pubmedqa
 from embedlab.evaluation.retrieval import RetrievalEvaluator, ranking_metrics
-from embedlab.evaluation.search import chunked_top_k
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.search import top_k
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,11 +59,8 @@ def test_mrr_stops_at_ten_and_unretrieved_queries_score_zero():
 def test_chunked_search_equals_brute_force(chunk_size, score_function):
     generator = torch.Generator().manual_seed(0)
     queries, corpus = torch.randn(5, 8, generator=generator), torch.randn(37, 8, generator=generator)
-    vectors = {f"q{i}": row.tolist() for i, row in enumerate(queries)} | {f"d{i}": row.tolist()
-                                                                          for i, row in enumerate(corpus)}
-    scores, indices = chunked_top_k(LookupEncoder(vectors), [f"q{i}" for i in range(5)],
-                                    [f"d{i}" for i in range(37)], top_k=10, score_function=score_function,
-                                    corpus_chunk_size=chunk_size, query_block_size=2)
+    scores, indices = top_k(queries, corpus.split(chunk_size), 10, score_function=score_function,
+                            query_block_size=2)
     if score_function == "cosine":
         queries, corpus = (torch.nn.functional.normalize(m, dim=-1) for m in (queries, corpus))
     expected_scores, expected_indices = (queries @ corpus.T).topk(10, dim=1)
@@ -71,10 +69,19 @@ def test_chunked_search_equals_brute_force(chunk_size, score_function):
 
 
 def test_search_depth_is_capped_by_the_corpus():
-    vectors = {"q": [1.0, 0.0], "a": [1.0, 0.0], "b": [0.0, 1.0]}
-    scores, indices = chunked_top_k(LookupEncoder(vectors), ["q"], ["b", "a"], top_k=100)
+    scores, indices = top_k(torch.tensor([[1.0, 0.0]]), [torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])], 100)
     assert indices.tolist() == [[1, 0]]
     assert scores[0].tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_scoring_given_embeddings_equals_encoding_the_corpus_in_chunks():
+    # During training the evaluator scores the embeddings the processes computed; afterwards it embeds the corpus
+    # a chunk at a time itself. Both must rank alike.
+    data, encoder = hand_made_set()
+    chunked = RetrievalEvaluator("hand", data, corpus_chunk_size=2)
+    given = chunked.score(encode_inputs(encoder, chunked.inputs, batch_size=2))
+    assert given == chunked(encoder)
+    assert [role for role, _ in chunked.inputs] == ["query"] * 2 + ["document"] * 5
 
 
 def test_retrieval_evaluator_matches_sentence_transformers(tiny_model_dir, tmp_path):

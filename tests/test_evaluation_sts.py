@@ -6,11 +6,11 @@ import pytest
 import torch
 from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
 
-from embedlab.encoder import SentenceEncoder
 from embedlab.errors import DataError
 from embedlab.evaluation.datasets import ScoredPairs
 from embedlab.evaluation.loaders import load_biosses, load_scored_pairs
 from embedlab.evaluation.sts import STSEvaluator, correlations, pairwise_similarities
+from embedlab.modeling.encoder import SentenceEncoder
 
 PAIRS = ScoredPairs(
     ["a man plays the guitar", "a dog runs in the park", "a cat sleeps in the house", "two children play",

@@ -7,13 +7,13 @@ from conftest import SENTENCES
 from torch import nn
 from torch.utils.data import DataLoader
 
-from embedlab.encoder import SentenceEncoder
 from embedlab.errors import ConfigError
 from embedlab.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
-from embedlab.models.bi_encoder import BiEncoderModule
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.objectives.bi_encoder import BiEncoderModule
 
 BATCH, MINI_BATCH = 8, 2
 COLUMNS = {"anchor": SENTENCES[:BATCH], "positive": SENTENCES[-BATCH:][::-1]}
@@ -98,7 +98,7 @@ def a_lightning_step(tiny_model_dir, loss: nn.Module, clip: float) -> tuple[dict
     encoder = without_dropout(SentenceEncoder.from_pretrained(tiny_model_dir))
     backbone_runs = []
     encoder.backbone.register_forward_hook(lambda *_: backbone_runs.append(1))
-    module = BiEncoderModule(encoder, loss, list(COLUMNS))
+    module = BiEncoderModule(encoder, loss)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, gradient_clip_val=clip, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=OneBatch(encoder))

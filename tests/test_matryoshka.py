@@ -10,7 +10,6 @@ from hydra.utils import instantiate
 from sentence_transformers import SentenceTransformer
 
 from embedlab.config import CONF_DIR
-from embedlab.encoder import SentenceEncoder
 from embedlab.errors import ConfigError, user_error
 from embedlab.losses import (
     CachedMultipleNegativesRankingLoss,
@@ -19,7 +18,8 @@ from embedlab.losses import (
     MultipleNegativesRankingLoss,
     configured_loss_class,
 )
-from embedlab.models.bi_encoder import BiEncoderModule
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.objectives.bi_encoder import BiEncoderModule
 
 DIMS, WEIGHTS = [32, 16, 8], [1.0, 0.5, 0.25]
 
@@ -69,13 +69,13 @@ def test_the_wrapped_loss_declares_the_columns(inner_option, inner_class):
 ])
 def test_the_start_up_column_check_sees_the_wrapped_loss(data, inner_option, columns):
     cfg = config(f"data={data}", f"loss@loss.inner={inner_option}")
-    datamodule = instantiate(cfg.data, evaluation=cfg.evaluation, _convert_="all")
+    datamodule = instantiate(cfg.data, _convert_="all")
     assert datamodule.fit_loss("matryoshka", configured_loss_class(cfg.loss)) == columns
 
 
 def test_a_wrapped_loss_that_does_not_fit_the_data_fails_naming_the_columns():
     cfg = config("data=stsb")
-    datamodule = instantiate(cfg.data, evaluation=cfg.evaluation, _convert_="all")
+    datamodule = instantiate(cfg.data, _convert_="all")
     with pytest.raises(ConfigError, match=r"needs columns \(anchor, positive, negative\*\)"):
         datamodule.fit_loss("matryoshka", configured_loss_class(cfg.loss))
 
@@ -103,10 +103,10 @@ def test_bad_dims_or_weights_are_config_errors(dims, weights, message):
 
 def test_the_model_builds_the_loss_with_the_embedding_size(tiny_model_dir):
     cfg = config(f"backbone.name_or_path={tiny_model_dir}", "loss.dims=[32,16]")
-    module = BiEncoderModule.from_config(cfg, ["anchor", "positive"])
+    module = BiEncoderModule.from_config(cfg)
     assert isinstance(module.loss, MatryoshkaLoss) and module.loss.dims == [32, 16]
     with pytest.raises(Exception) as raised:  # Hydra wraps the ConfigError; the command line prints its cause
-        BiEncoderModule.from_config(config(f"backbone.name_or_path={tiny_model_dir}"), ["anchor", "positive"])
+        BiEncoderModule.from_config(config(f"backbone.name_or_path={tiny_model_dir}"))
     assert isinstance(user_error(raised.value), ConfigError)
     assert "exceed the embedding size 32" in str(user_error(raised.value))
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from cli import ROOT
 
-from embedlab.evaluation.search import top_k_cosine
-from embedlab.mining import MiningFilters, mine_hard_negatives
+from embedlab.errors import ConfigError
+from embedlab.modeling.search import top_k_cosine
+from embedlab.recipes.mining import MiningFilters, mine_hard_negatives
 
 
 def unit(angle_degrees: float) -> list[float]:
@@ -92,9 +93,9 @@ def test_cross_encoder_threshold_drops_likely_positives():
 
 
 def test_invalid_filters_are_refused():
-    with pytest.raises(ValueError, match="min_rank"):
+    with pytest.raises(ConfigError, match="min_rank"):
         mine(MiningFilters(min_rank=5, max_rank=5))
-    with pytest.raises(ValueError, match="cross-encoder"):
+    with pytest.raises(ConfigError, match="cross-encoder"):
         mine(MiningFilters(max_cross_encoder_score=0.5))
 
 

@@ -17,7 +17,7 @@ def launch_node(node_rank: int, port: int, run_dir, data_dir, backbone) -> subpr
     command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={NODES}", "--nproc-per-node=1",
                f"--node-rank={node_rank}", "--master-addr=127.0.0.1", f"--master-port={port}",
                "train.py", "trainer=ddp_cpu", f"trainer.num_nodes={NODES}", "trainer.devices=1",
-               "trainer.max_steps=2", "loss=mnr", "data=nli", "data.batch_size=8", "evaluation.every_n_steps=2",
+               "trainer.max_steps=2", "loss=mnr", "data=nli", "data.batch_size=8", "eval_every_n_steps=2",
                f"backbone.name_or_path={backbone}", f"paths.data_dir={data_dir}",
                f"hydra.run.dir={run_dir}"]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

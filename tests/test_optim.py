@@ -1,7 +1,7 @@
 import pytest
 
 from embedlab.errors import ConfigError
-from embedlab.models.optim import (
+from embedlab.objectives.optim import (
     check_schedule,
     linear_warmup_constant,
     linear_warmup_decay,

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sentence_transformers.sentence_transformer.modules import Pooling
 
-from embedlab.pooling import POOLING_MODES, pool
+from embedlab.modeling.pooling import POOLING_MODES, pool
 
 BATCH, TOKENS, DIM = 4, 7, 16
 LENGTHS = [7, 3, 5, 1]

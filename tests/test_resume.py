@@ -12,9 +12,11 @@ from cli import assert_one_line_error, run_train
 from safetensors.torch import load_file
 
 TESTS_DIR = Path(__file__).resolve().parent
-# 48 STSB rows in batches of 8: 6 steps an epoch, 12 in all; dev every 2 steps.
-RUN = ("experiment=stsb_cosine", "data.batch_size=8", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
-       "seed=7")
+# 48 STSB rows, or 48 corpus sentences for TSDAE, in batches of 8: 6 steps an epoch, 12 in all; dev every 2 steps.
+COMMON = ("data.batch_size=8", "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "seed=7")
+RUNS = {"stsb_cosine": ("experiment=stsb_cosine", *COMMON),
+        "tsdae": ("model=tsdae", "data=corpus", "pooling=cls", "data.min_words=1", *COMMON)}
+RUN = RUNS["stsb_cosine"]
 # Mid-epoch (the second epoch's third step), where a resume must skip the batches already trained on.
 INTERRUPT_AT_STEP = 9
 
@@ -50,13 +52,17 @@ def paths(tiny_data_dir, tiny_model_dir) -> dict:
     return {"data_dir": tiny_data_dir, "backbone": tiny_model_dir}
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, paths) -> Path:
+def uninterrupted_run(tmp_path_factory, paths, run: tuple[str, ...]) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_train(*RUN, run_dir=run_dir, **paths)
+    result = run_train(*run, run_dir=run_dir, **paths)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(train_losses(run_dir)) == 12
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, paths) -> Path:
+    return uninterrupted_run(tmp_path_factory, paths, RUN)
 
 
 @pytest.fixture
@@ -64,10 +70,10 @@ def signal_callback_importable(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
 
 
-def interrupt(run_dir: Path, signal_name: str, paths: dict):
+def interrupt(run_dir: Path, signal_name: str, paths: dict, run: tuple[str, ...] = RUN):
     interrupting = ["+callbacks.interrupt._target_=test_resume.SignalAtStep",
                     f"+callbacks.interrupt.step={INTERRUPT_AT_STEP}", f"+callbacks.interrupt.signal_name={signal_name}"]
-    result = run_train(*RUN, *interrupting, run_dir=run_dir, **paths)
+    result = run_train(*run, *interrupting, run_dir=run_dir, **paths)
     assert_one_line_error(result, f"training interrupted at step {INTERRUPT_AT_STEP}; resume with ckpt_path=last "
                                   f"hydra.run.dir={run_dir}")
     assert not (run_dir / "model").exists() and not (run_dir / "results.json").exists()
@@ -75,15 +81,22 @@ def interrupt(run_dir: Path, signal_name: str, paths: dict):
     assert checkpoint["global_step"] == INTERRUPT_AT_STEP
 
 
-def test_sigterm_then_resume_gives_the_uninterrupted_result(tmp_path, paths, uninterrupted,
+@pytest.mark.parametrize("name", list(RUNS))
+def test_sigterm_then_resume_gives_the_uninterrupted_result(name, tmp_path, tmp_path_factory, paths,
                                                            signal_callback_importable):
+    run = RUNS[name]
+    uninterrupted = uninterrupted_run(tmp_path_factory, paths, run)
     run_dir = tmp_path / "interrupted"
-    interrupt(run_dir, "SIGTERM", paths)
+    interrupt(run_dir, "SIGTERM", paths, run)
     # The same seed: the steps before the interruption are bit-identical to the uninterrupted run's.
     assert train_losses(run_dir) == train_losses(uninterrupted)[:INTERRUPT_AT_STEP]
 
-    resumed = run_train(*RUN, "ckpt_path=last", run_dir=run_dir, **paths)
+    resumed = run_train(*run, "ckpt_path=last", run_dir=run_dir, **paths)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The resumed run trains the second epoch's remaining batches in the uninterrupted run's order: the losses
+    # of those steps, and so the weights and figures, are the uninterrupted run's.
+    remaining = len(train_losses(uninterrupted)) - INTERRUPT_AT_STEP
+    assert train_losses(run_dir)[-remaining:] == train_losses(uninterrupted)[INTERRUPT_AT_STEP:]
     expected = json.loads((uninterrupted / "results.json").read_text())
     results = json.loads((run_dir / "results.json").read_text())
     for key in ("dev/stsb/spearman_cosine", "dev/stsb/pearson_cosine", "test/stsb/pearson_cosine"):

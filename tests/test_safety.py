@@ -9,9 +9,9 @@ import torch
 from cli import ROOT, run_train
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from embedlab.cross_encoder import CrossEncoder
-from embedlab.encoder import SentenceEncoder
-from embedlab.model_files import save_atomically
+from embedlab.modeling.cross_encoder import CrossEncoder
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.model_files import save_atomically
 
 FAKE_WANDB_KEY = "sk-fake-0123456789abcdef0123456789abcdef"
 FAKE_HF_TOKEN = "hf_fakeTokenThatMustNeverBeWritten42"
@@ -117,7 +117,7 @@ def test_wandb_run_logs_its_dashboard_and_no_secret(tmp_path, tiny_data_dir, tin
     records = run_file.read_bytes()
     run_id = run_file.stem.removeprefix("run-")
     # The offline run file holds protobuf records, whose strings are stored as they are.
-    for expected in (b"train/loss", b"dev/stsb/spearman_cosine", b"dev/cosine/all_pairs", b"histogram",
+    for expected in (b"train/loss", b"dev/stsb/spearman_cosine", b"dev/stsb/cosine/positive", b"test/stsb/cosine/negative", b"histogram",
                      f"model-{run_id}".encode(), b"model.safetensors", b"modules.json"):
         assert expected in records, expected
     (table,) = run_file.parent.glob("files/media/table/evaluation_*.table.json")

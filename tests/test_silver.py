@@ -3,10 +3,9 @@ import json
 import pytest
 from cli import run_train
 
-from embedlab.data.silver import SilverDataModule
-from embedlab.encoder import SentenceEncoder
+from embedlab.data.silver import SilverDataModule, sample_pairs, unordered
 from embedlab.losses import CosineSimilarityLoss
-from embedlab.silver import sample_pairs, unordered
+from embedlab.modeling.encoder import SentenceEncoder
 
 SENTENCES = ["a man plays the guitar", "a man plays the piano", "a woman plays the guitar", "the dog runs in the park",
              "a dog runs in the park", "the cat sleeps in the house", "a cat sleeps in the house",

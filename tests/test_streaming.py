@@ -1,13 +1,13 @@
 import json
 import logging
-from types import SimpleNamespace
 
 import pytest
 from cli import assert_one_line_error, run_train
+from fakes import trainer_for_data
 
-from embedlab.data.scored_pairs import PairsDataModule
 from embedlab.data.sources import BadRow
 from embedlab.data.streaming import StreamedBatches, stream_rows
+from embedlab.data.tables import PairsDataModule
 from embedlab.errors import ConfigError
 from embedlab.losses import MultipleNegativesRankingLoss
 
@@ -97,8 +97,7 @@ def test_streaming_without_max_steps_is_a_config_error(tmp_path):
     module = PairsDataModule(source=pairs_source(write_pairs(tmp_path / "pairs.jsonl", 4)), name="pairs",
                              streaming=True)
     module.fit_loss("mnr", MultipleNegativesRankingLoss)
-    module.make_collator = lambda columns, target: list
-    module.trainer = SimpleNamespace(max_steps=-1, global_rank=0, world_size=1)
+    module.trainer = trainer_for_data(max_steps=-1)
     with pytest.raises(ConfigError, match="set trainer.max_steps=N"):
         module.setup("fit")
 
@@ -106,7 +105,7 @@ def test_streaming_without_max_steps_is_a_config_error(tmp_path):
 def test_cli_trains_a_few_steps_on_a_streamed_jsonl(tmp_path, tiny_model_dir, tiny_data_dir):
     path = write_pairs(tmp_path / "pairs.jsonl", 40)
     overrides = ["data=pairs", "loss=mnr", "data.streaming=true", f"data.source.local.path={path}",
-                 "data.source.local.columns={anchor: query, positive: doc}", "evaluation.every_n_steps=10"]
+                 "data.source.local.columns={anchor: query, positive: doc}", "eval_every_n_steps=10"]
     result = run_train(*overrides, "trainer.max_steps=3", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
                        backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]

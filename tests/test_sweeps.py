@@ -65,7 +65,7 @@ def test_plain_grid_sweep_summarises_each_combination_and_groups_its_wandb_runs(
         (run_file,) = (sweep_dir / job).glob("wandb/offline-run-*/run-*.wandb")
         records = run_file.read_bytes()
         assert str(sweep_dir).encode() in records  # the W&B group
-        assert b"dev/cosine/all_pairs" in records and b"model.safetensors" not in records
+        assert b"dev/stsb/cosine/positive" in records and b"model.safetensors" not in records
 
 
 def test_a_trial_cut_off_mid_run_is_marked_failed_and_not_counted(tmp_path):

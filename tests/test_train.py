@@ -5,12 +5,12 @@ import json
 import torch
 from cli import assert_one_line_error, run_train
 
-from embedlab.encoder import SentenceEncoder
+from embedlab.modeling.encoder import SentenceEncoder
 
 
 def test_stsb_cosine_run_writes_the_run_contract(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
-    result = run_train("experiment=stsb_cosine", "evaluation.every_n_steps=2", "logger=csv",
+    result = run_train("experiment=stsb_cosine", "eval_every_n_steps=2", "logger=csv",
                        run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
 

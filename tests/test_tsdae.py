@@ -3,6 +3,7 @@
 import json
 import random
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,13 +14,13 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 
 from embedlab.config import CONF_DIR
-from embedlab.domain_adapt import evaluate_stage
-from embedlab.encoder import SentenceEncoder
+from embedlab.data.noise import DenoisingCollator, delete_words, noise_generator
 from embedlab.errors import ConfigError
 from embedlab.evaluation.datasets import ScoredPairs
 from embedlab.evaluation.sts import STSEvaluator
-from embedlab.models.tsdae import TSDAEModule, build_decoder, check_decoder_tokens
-from embedlab.noise import DenoisingCollator, delete_words, noise_generator
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.objectives.tsdae import TSDAEModule, build_decoder, check_decoder_tokens
+from embedlab.recipes.stages import evaluate_stage
 
 TEXTS = ["the man plays the guitar in the park", "a woman sings a happy song at home",
          "two children play with a ball outside", "the old dog sleeps in the big house"]
@@ -27,12 +28,12 @@ TEXTS = ["the man plays the guitar in the park", "a woman sings a happy song at 
 
 def tsdae_config(backbone: str, *overrides: str):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=["model=tsdae", "data=domain", "pooling=cls",
+        return compose("train", overrides=["model=tsdae", "data=corpus", "pooling=cls",
                                            f"backbone.name_or_path={backbone}", *overrides])
 
 
 def tsdae_module(backbone: str, *overrides: str) -> TSDAEModule:
-    return TSDAEModule.from_config(tsdae_config(backbone, *overrides), ["text"])
+    return TSDAEModule.from_config(tsdae_config(backbone, *overrides))
 
 
 def test_deletion_ratio_holds_over_many_sentences():
@@ -184,9 +185,10 @@ def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_pa
     (data_dir / "biomed_hoc_pubmed_sentences" / "hoc_text_concat.txt").write_text(
         "".join(f"{sentence(rng)}\n" for _ in range(30)))
 
-    # The TSDAE stage is `python -m embedlab.train model=tsdae data=domain ...` from the plain tiny BERT.
+    # The TSDAE stage is a training run of `model=tsdae data=corpus ...` from the plain tiny BERT.
     run_dir = tmp_path / "run"
-    result = run_train("experiment=tsdae_biomed", "~domain_adapt.evaluators.liveqa-med",
+    result = run_train("experiment=tsdae_biomed", "~domain_adapt.evaluation.sickr", "~domain_adapt.evaluation.pubmedqa",
+                       "~domain_adapt.evaluation.liveqa_med",
                        "domain_adapt.tsdae_max_steps=3", "domain_adapt.freeze_layers=1",
                        'domain_adapt.supervised=["experiment=nli_mnr","pooling=cls","trainer.max_steps=2",'
                        '"data.batch_size=8"]', "domain_adapt.supervised_control=true",
@@ -194,7 +196,7 @@ def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     for stage in ("base", "tsdae", "tsdae_supervised", "supervised"):
-        for key in ("biosses/spearman_cosine", "test/stsb/spearman_cosine"):
+        for key in ("test/biosses/spearman_cosine", "test/stsb/spearman_cosine"):
             assert -1 <= results[f"{stage}/{key}"] <= 1
         assert (run_dir / stage / "evaluation.json").exists()
     tsdae_run = json.loads((run_dir / "tsdae" / "results.json").read_text())
@@ -210,25 +212,28 @@ def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_pa
     assert control_config.backbone.name_or_path == tiny_model_dir
     assert control_config.loss == supervised_config.loss and control_config.data == supervised_config.data
     table = result.stdout[result.stdout.index("Domain adaptation"):].splitlines()
-    assert table[1].split() == ["stage", "biosses/spearman_cosine", "test/stsb/spearman_cosine", "liveqa-med/ndcg@10"]
+    assert table[1].split() == ["stage", "test/biosses/spearman_cosine", "test/stsb/spearman_cosine",
+                                "test/liveqa-med/ndcg@10"]
     assert [line.split()[0] for line in table[2:6]] == ["base", "tsdae", "tsdae_supervised", "supervised"]
-    assert table[2].split()[1] == f"{results['base/biosses/spearman_cosine']:.4f}"
+    assert table[2].split()[1] == f"{results['base/test/biosses/spearman_cosine']:.4f}"
 
 
 def test_an_evaluated_stage_is_not_evaluated_again(tmp_path):
     (tmp_path / "tsdae").mkdir()
-    (tmp_path / "tsdae" / "evaluation.json").write_text('{"biosses/spearman_cosine": 0.5}')
+    (tmp_path / "tsdae" / "evaluation.json").write_text('{"test/biosses/spearman_cosine": 0.5}')
     # The model path does not exist: reading it would fail, so the cached metrics must be returned.
-    assert evaluate_stage("tsdae", tmp_path / "no_model", {"biosses": None}, tmp_path) == \
-        {"biosses/spearman_cosine": 0.5}
+    done = SimpleNamespace(name="test/biosses")
+    assert evaluate_stage("tsdae", tmp_path / "no_model", {"biosses": done}, tmp_path) == \
+        {"test/biosses/spearman_cosine": 0.5}
 
 
 def test_a_rerun_with_another_evaluator_adds_only_its_metrics(tmp_path, tiny_model_dir):
     (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "evaluation.json").write_text('{"biosses/spearman_cosine": 0.5}')
+    (tmp_path / "base" / "evaluation.json").write_text('{"test/biosses/spearman_cosine": 0.5}')
     pairs = ScoredPairs(["a dog runs", "a cat sleeps", "a man sings"],
                         ["a dog is running", "the stock fell", "someone sings"], [4.0, 0.5, 3.5])
     stsb = STSEvaluator(name="test/stsb", pairs=pairs)
-    metrics = evaluate_stage("base", tiny_model_dir, {"biosses": None, "test/stsb": stsb}, tmp_path)
-    assert metrics["biosses/spearman_cosine"] == 0.5 and -1 <= metrics["test/stsb/spearman_cosine"] <= 1
+    metrics = evaluate_stage("base", tiny_model_dir, {"biosses": SimpleNamespace(name="test/biosses"),
+                                                      "stsb_test": stsb}, tmp_path)
+    assert metrics["test/biosses/spearman_cosine"] == 0.5 and -1 <= metrics["test/stsb/spearman_cosine"] <= 1
     assert json.loads((tmp_path / "base" / "evaluation.json").read_text()) == metrics

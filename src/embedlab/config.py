@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -19,5 +20,15 @@ def _ddp_devices() -> int:
     return torch.cuda.device_count() or 2
 
 
+def _first_dev_metric(*, _root_: DictConfig) -> str | None:
+    """The key of the main metric of the first `dev/...` evaluator under `evaluation`, or None without one."""
+    for evaluator in (_root_.get("evaluation") or {}).values():
+        name = evaluator.get("name", "")
+        if name.startswith("dev/"):
+            return f"{name}/{get_class(evaluator._target_).main_metric}"
+    return None
+
+
 OmegaConf.register_new_resolver("packaged_minilm", _packaged_minilm, replace=True)
 OmegaConf.register_new_resolver("ddp_devices", _ddp_devices, replace=True)
+OmegaConf.register_new_resolver("first_dev_metric", _first_dev_metric, replace=True)

@@ -20,3 +20,9 @@ def user_error(error: BaseException) -> EmbedlabError | None:
             return error
         error = error.__cause__
     return None
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (its type's name when it has none), for a one-line report."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]

@@ -2,6 +2,9 @@
 
 import os
 import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 # Names of environment variables and config keys whose values are secrets.
 SECRET_NAME = re.compile(r"(^|_)(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)($|_)", re.IGNORECASE)
@@ -29,3 +32,16 @@ def redact_secrets(value):
         return item
 
     return redact(value)
+
+
+def loggable_config(cfg: DictConfig) -> dict:
+    """The resolved config as plain containers, secrets redacted: what may be written or logged anywhere."""
+    return redact_secrets(OmegaConf.to_container(cfg, resolve=True))
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved, redacted config as YAML."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(loggable_config(cfg)), path)
+    return path

@@ -17,7 +17,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from embedlab.evaluation.report import RESULTS_FILE, markdown_table
+from embedlab.evaluation.report import markdown_table
+from embedlab.run_folder import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 SUMMARY_CSV = "summary.csv"

@@ -39,3 +39,28 @@ class PairCollator:
         first, second = self.text_columns
         features = self.tokenize_pairs([row[first] for row in rows], [row[second] for row in rows])
         return {"features": features, "target": target_tensor(rows, self.target_column), "size": len(rows)}
+
+
+@dataclass
+class InputCollator:
+    """Evaluation rows {"index", "input": (role, text)} to {"index": tensor, "features": the tokenised texts}, each
+    text behind the prompt of its role (`prompted(text, role)`)."""
+
+    tokenize: Callable[[list[str]], dict]
+    prompted: Callable[[str, str | None], str]
+
+    def __call__(self, rows: list[dict]) -> dict:
+        texts = [self.prompted(row["input"][1], row["input"][0]) for row in rows]
+        return {"index": torch.tensor([row["index"] for row in rows]), "features": self.tokenize(texts)}
+
+
+@dataclass
+class PairInputCollator:
+    """Evaluation rows {"index", "input": (first, second)} to {"index": tensor, "features": the tokenised pairs}."""
+
+    tokenize_pairs: Callable[[list[str], list[str]], dict]
+
+    def __call__(self, rows: list[dict]) -> dict:
+        first = [row["input"][0] for row in rows]
+        second = [row["input"][1] for row in rows]
+        return {"index": torch.tensor([row["index"] for row in rows]), "features": self.tokenize_pairs(first, second)}

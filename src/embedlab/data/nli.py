@@ -5,25 +5,24 @@ from pathlib import Path
 from typing import ClassVar
 
 from embedlab.data.base import EmbeddingDataModule
-from embedlab.data.sources import read_hub, read_local
+from embedlab.data.sources import label_id, read_hub, read_local
 from embedlab.errors import DataError
 
 log = logging.getLogger(__name__)
 LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
 
-def label_id(value) -> int | None:
+def nli_label(value) -> int | None:
     """The class id of an NLI label given as a name or an id; None for unlabelled rows such as SNLI's '-'."""
-    if isinstance(value, str):
-        return LABELS.get(value.strip().lower())
-    return int(value) if int(value) in LABELS.values() else None
+    label = label_id(value, LABELS)
+    return label if label in LABELS.values() else None
 
 
 def nli_triplets(rows: list[dict]) -> list[dict]:
     """One (anchor, positive, negative) per premise that has both an entailed and a contradicting hypothesis."""
     by_premise: dict[str, dict[int, str]] = {}
     for row in rows:
-        label = label_id(row["label"])
+        label = nli_label(row["label"])
         if label is not None:
             by_premise.setdefault(row["premise"], {}).setdefault(label, row["hypothesis"])
     return [{"anchor": premise, "positive": found[LABELS["entailment"]], "negative": found[LABELS["contradiction"]]}
@@ -32,7 +31,7 @@ def nli_triplets(rows: list[dict]) -> list[dict]:
 
 
 def nli_pairs(rows: list[dict]) -> list[dict]:
-    pairs = [{"sentence1": row["premise"], "sentence2": row["hypothesis"], "label": label_id(row["label"])}
+    pairs = [{"sentence1": row["premise"], "sentence2": row["hypothesis"], "label": nli_label(row["label"])}
              for row in rows]
     return [pair for pair in pairs if pair["label"] is not None]
 

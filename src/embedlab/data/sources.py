@@ -15,12 +15,13 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from embedlab.errors import ConfigError, DataError
+from embedlab.errors import ConfigError, DataError, first_line
 
 log = logging.getLogger(__name__)
 # Every other column holds text, and an empty text would train on padding alone.
 TARGET_COLUMNS = ("score", "label")
 BAD_ROW_POLICIES = ("error", "skip")
+QUOTE_MODES = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
 LOCAL_DATA_HINT = ("Point at local data: set paths.data_dir=<folder> (or the EMBEDLAB_DATA_DIR environment variable) "
                    "to a folder laid out like ../shared/data, or set the data config's local.path.")
 
@@ -29,25 +30,45 @@ class BadRow(DataError):
     """One row cannot be trained on; the message starts with where the row is."""
 
 
+def source_part(source: Mapping, description: str) -> tuple[str, Mapping]:
+    """The part of a source to read: ("local", its mapping) when the local file exists, else ("hub", ...)."""
+    local = source.get("local")
+    if local and Path(local["path"]).exists():
+        return "local", local
+    if source.get("hub"):
+        return "hub", source["hub"]
+    missing = f"no file at {local['path']}" if local else "no local file configured"
+    raise DataError(f"{description}: {missing} and no hub dataset configured. {LOCAL_DATA_HINT}")
+
+
 def load_source(source: Mapping, description: str, on_bad_row: str = "error") -> tuple[list[dict], str]:
     """Rows of a source and where they came from (a file path or a hub id).
 
     `on_bad_row` applies unless the source's local or hub part sets its own.
     """
-    local = source.get("local")
-    if local and Path(local["path"]).exists():
-        return read_local(**{"on_bad_row": on_bad_row, **local}), str(local["path"])
-    hub = source.get("hub")
-    if hub:
-        try:
-            return read_hub(**{"on_bad_row": on_bad_row, **hub}), f"hub:{hub['id']}"
-        except BadRow:
-            raise
-        except DataError as error:
-            where = f"no file at {local['path']}, and " if local else ""
-            raise DataError(f"{description}: {where}{error}") from error
-    missing = f"no file at {local['path']}" if local else "no local file configured"
-    raise DataError(f"{description}: {missing} and no hub dataset configured. {LOCAL_DATA_HINT}")
+    kind, part = source_part(source, description)
+    if kind == "local":
+        return read_local(**{"on_bad_row": on_bad_row, **part}), str(part["path"])
+    try:
+        return read_hub(**{"on_bad_row": on_bad_row, **part}), f"hub:{part['id']}"
+    except BadRow:
+        raise
+    except DataError as error:
+        local = source.get("local")
+        where = f"no file at {local['path']}, and " if local else ""
+        raise DataError(f"{description}: {where}{error}") from error
+
+
+def label_id(value, label_names: Mapping) -> int | None:
+    """A class id from a label given as a name in `label_names` (name -> id) or as an id; None when it is neither."""
+    if isinstance(value, str) and value in label_names:
+        return int(label_names[value])
+    if isinstance(value, str) and value.strip().lower() in label_names:
+        return int(label_names[value.strip().lower()])
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def read_local(path: str, columns: Mapping[str, str | int], delimiter: str | None = None, quoting: str = "minimal",
@@ -78,12 +99,16 @@ def read_hub(id: str, split: str, columns: Mapping[str, str], subset: str | None
     try:
         dataset = datasets.load_dataset(id, subset, split=split)
     except Exception as error:  # the hub client raises many types; all mean the same thing to the user here
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"could not load '{id}' ({split}) from the Hugging Face hub: {reason[:200]}. "
+        raise DataError(f"could not load '{id}' ({split}) from the Hugging Face hub: {first_line(error)}. "
                         f"{LOCAL_DATA_HINT}") from error
     records = ((f"hub:{id}/{split} row {index}", record) for index, record in enumerate(dataset))
     return _good_rows(records, lambda record, where: row_from_record(record, columns, score_range, where), on_bad_row,
                       f"hub:{id}/{split}")
+
+
+def check_quoting(quoting: str) -> None:
+    if quoting not in QUOTE_MODES:
+        raise DataError(f"quoting must be one of {sorted(QUOTE_MODES)}, got {quoting!r}")
 
 
 def check_policy(on_bad_row: str) -> None:
@@ -131,11 +156,9 @@ def _as_is(record: dict, where: str) -> dict:
 
 
 def _read_delimited(path: Path, delimiter: str, quoting: str, header: bool):
-    quote_modes = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
-    if quoting not in quote_modes:
-        raise DataError(f"quoting must be one of {sorted(quote_modes)}, got {quoting!r}")
+    check_quoting(quoting)
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quote_modes[quoting])
+        reader = csv.reader(handle, delimiter=delimiter, quoting=QUOTE_MODES[quoting])
         names = next(reader, None) if header else None
         for row in reader:
             if not row:

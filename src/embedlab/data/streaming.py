@@ -16,15 +16,17 @@ from torch.utils.data import IterableDataset
 
 from embedlab.data.sources import (
     LOCAL_DATA_HINT,
+    QUOTE_MODES,
     BadRow,
     check_policy,
+    check_quoting,
     json_object,
     row_from_record,
+    source_part,
 )
-from embedlab.errors import DataError
+from embedlab.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
-QUOTE_MODES = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
 # Rows that clash with a batch wait for a later one; past this many batches' worth waiting, a short batch goes out
 # rather than the wait growing with the stream (a table whose rows mostly share one text).
 MAX_WAITING_BATCHES = 8
@@ -39,19 +41,13 @@ def stream_rows(source: Mapping, description: str, on_bad_row: str = "error", ra
     checked row (and where it came from) to the row trained on, raising BadRow when it cannot.
     """
     check_policy(on_bad_row)
-    local = source.get("local")
-    if local and Path(local["path"]).exists():
-        examples, to_record, origin = _local_examples(**local)
-        columns, score_range = local["columns"], tuple(local.get("score_range", (0.0, 1.0)))
-        policy = local.get("on_bad_row", on_bad_row)
-    elif source.get("hub"):
-        hub = source["hub"]
-        examples, to_record, origin = _hub_examples(hub["id"], hub["split"], hub.get("subset"), description)
-        columns, score_range = hub["columns"], tuple(hub.get("score_range", (0.0, 1.0)))
-        policy = hub.get("on_bad_row", on_bad_row)
+    kind, part = source_part(source, description)
+    if kind == "local":
+        examples, to_record, origin = _local_examples(**part)
     else:
-        missing = f"no file at {local['path']}" if local else "no local file configured"
-        raise DataError(f"{description}: {missing} and no hub dataset configured. {LOCAL_DATA_HINT}")
+        examples, to_record, origin = _hub_examples(part["id"], part["split"], part.get("subset"), description)
+    columns, score_range = part["columns"], tuple(part.get("score_range", (0.0, 1.0)))
+    policy = part.get("on_bad_row", on_bad_row)
     from datasets.distributed import split_dataset_by_node
 
     # Every process shuffles with the same seed before taking its share, so the shares stay disjoint.
@@ -171,8 +167,7 @@ def _local_examples(path: str, delimiter: str | None = None, quoting: str = "min
             return None if line is None else (line[0], json_object(line[1], line[0]))
 
         return lines, to_record, str(path)
-    if quoting not in QUOTE_MODES:
-        raise DataError(f"quoting must be one of {sorted(QUOTE_MODES)}, got {quoting!r}")
+    check_quoting(quoting)
     dialect = {"delimiter": delimiter or ("," if path.suffix == ".csv" else "\t"), "quoting": QUOTE_MODES[quoting]}
     names = _header(path, dialect) if header else None
 
@@ -197,9 +192,8 @@ def _hub_examples(id: str, split: str, subset: str | None, description: str):
     try:
         examples = datasets.load_dataset(id, subset, split=split, streaming=True)
     except Exception as error:  # the hub client raises many types; all mean the same thing to the user here
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(f"{description}: could not stream '{id}' ({split}) from the Hugging Face hub: "
-                        f"{reason[:200]}. {LOCAL_DATA_HINT}") from error
+                        f"{first_line(error)}. {LOCAL_DATA_HINT}") from error
     examples = examples.map(lambda example, index: {"_row_index": index}, with_indices=True)
 
     def to_record(example: dict) -> tuple[str, object]:

@@ -15,11 +15,19 @@ from torchmetrics.functional.classification import (
     binary_f1_score,
     binary_precision,
     binary_recall,
+    multiclass_accuracy,
+    multiclass_f1_score,
 )
 
 from embedlab.evaluation.cross_encoder import CrossEncoderScorer
 from embedlab.evaluation.datasets import LabelledPairs
-from embedlab.evaluation.encoding import TextEncoder, encode_unique
+from embedlab.evaluation.encoding import (
+    EmbeddingEvaluator,
+    Metrics,
+    distinct,
+    keyed,
+    positions_of,
+)
 
 log = logging.getLogger(__name__)
 THRESHOLD_OBJECTIVES = ("accuracy", "f1")
@@ -67,18 +75,27 @@ def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor) -> d
             "recall": float(binary_recall(predictions, labels))}
 
 
+def multiclass_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Accuracy and macro-averaged F1 of class predictions."""
+    predictions, labels = predictions.long(), labels.long()
+    return {"accuracy": float(multiclass_accuracy(predictions, labels, num_classes, average="micro")),
+            "f1": float(multiclass_f1_score(predictions, labels, num_classes, average="macro"))}
+
+
 def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     # torchmetrics squashes scores outside [0, 1] through a sigmoid; being monotonic, that leaves AP unchanged.
     return float(binary_average_precision(scores.float(), labels.long()))
 
 
-class PairClassificationEvaluator:
+class PairClassificationEvaluator(EmbeddingEvaluator):
     """Keys "<name>/accuracy" (at the train split's accuracy threshold), "<name>/f1", "<name>/precision" and
     "<name>/recall" (at its F1 threshold), "<name>/average_precision", the two thresholds, and with a cross-encoder
     (`cross_encoder_path`, see CrossEncoderScorer) "<name>/cross_encoder_accuracy", "_f1" and "_average_precision".
 
     After a run, `pair_similarities` holds the test cosines of the positive and the negative pairs.
     """
+
+    main_metric = "accuracy"
 
     def __init__(self, name: str, train: LabelledPairs, test: LabelledPairs, batch_size: int = 32,
                  cross_encoder_path: str | None = None, cross_encoder_positive_label: str | int = 1):
@@ -88,12 +105,13 @@ class PairClassificationEvaluator:
         self.batch_size = batch_size
         self.cross_encoder = (CrossEncoderScorer(cross_encoder_path, cross_encoder_positive_label, batch_size)
                               if cross_encoder_path else None)
+        self.inputs = distinct([(None, text) for pairs in (train, test) for text in pairs.sentence1 + pairs.sentence2])
         self.pair_similarities: dict[str, list[float]] = {}
 
-    def __call__(self, encoder: TextEncoder) -> dict[str, float]:
+    def score(self, embeddings: torch.Tensor) -> Metrics:
         log.info("%s: thresholds from %d train pairs, scored on %d test pairs", self.name, len(self.train),
                  len(self.test))
-        train_scores, test_scores = (self._cosines(encoder, pairs) for pairs in (self.train, self.test))
+        train_scores, test_scores = (self._cosines(embeddings, pairs) for pairs in (self.train, self.test))
         train_labels, test_labels = torch.tensor(self.train.labels), torch.tensor(self.test.labels)
         accuracy_threshold, _ = best_threshold(train_scores, train_labels, "accuracy")
         f1_threshold, _ = best_threshold(train_scores, train_labels, "f1")
@@ -111,8 +129,9 @@ class PairClassificationEvaluator:
                            cross_encoder_average_precision=average_precision(probabilities, test_labels))
         self.pair_similarities = {"positive": test_scores[test_labels == 1].tolist(),
                                   "negative": test_scores[test_labels == 0].tolist()}
-        return {f"{self.name}/{metric}": value for metric, value in metrics.items()}
+        return keyed(self.name, metrics)
 
-    def _cosines(self, encoder: TextEncoder, pairs: LabelledPairs) -> torch.Tensor:
-        embeddings = encode_unique(encoder, pairs.sentence1 + pairs.sentence2, self.batch_size)
-        return F.cosine_similarity(embeddings[:len(pairs)].double(), embeddings[len(pairs):].double(), dim=-1)
+    def _cosines(self, embeddings: torch.Tensor, pairs: LabelledPairs) -> torch.Tensor:
+        first = embeddings[positions_of([(None, text) for text in pairs.sentence1], self.inputs)]
+        second = embeddings[positions_of([(None, text) for text in pairs.sentence2], self.inputs)]
+        return F.cosine_similarity(first.double(), second.double(), dim=-1)

@@ -2,8 +2,8 @@
 
 import torch
 
-from embedlab.cross_encoder import CrossEncoder
 from embedlab.errors import ConfigError
+from embedlab.modeling.cross_encoder import CrossEncoder
 
 
 class CrossEncoderScorer:

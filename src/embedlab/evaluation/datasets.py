@@ -38,6 +38,26 @@ class LabelledPairs:
 
 
 @dataclass
+class ClassifiedPairs:
+    """Sentence pairs with a class id each, in [0, num_classes): NLI's entailment, neutral, contradiction."""
+
+    sentence1: list[str]
+    sentence2: list[str]
+    labels: list[int]
+    num_classes: int
+
+    def __post_init__(self):
+        if not (len(self.sentence1) == len(self.sentence2) == len(self.labels)):
+            raise ValueError("sentence1, sentence2 and labels must have the same length")
+        outside = sorted({label for label in self.labels if not 0 <= label < self.num_classes})
+        if outside:
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got {outside[:5]}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
 class RetrievalSet:
     """Queries and a corpus by id, and graded relevance judgements: qrels[query_id][doc_id] = gain (0 = judged
     irrelevant). Queries without any judgement are dropped, as trec_eval does."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from embedlab.errors import DataError
 from embedlab.evaluation.datasets import ScoredPairs
 from embedlab.evaluation.encoding import Metrics, TextEncoder
 
@@ -75,11 +76,12 @@ class LatencyEvaluator:
     "latency/torch_version", "latency/num_texts"."""
 
     name = "latency"
+    main_metric = "sentences_per_second@32"
 
     def __init__(self, texts: list[str], batch_sizes: Sequence[int] = (1, 32, 128), repeats: int = 3,
                  single_queries: int = 200):
         if not texts:
-            raise ValueError("latency needs at least one text")
+            raise DataError("latency needs at least one text")
         self.texts = list(texts)
         self.batch_sizes = list(batch_sizes)
         self.repeats = repeats

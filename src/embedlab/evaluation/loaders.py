@@ -12,9 +12,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from xml.etree import ElementTree
 
-from embedlab.data.sources import LOCAL_DATA_HINT, load_source, read_local
+from embedlab.data.sources import LOCAL_DATA_HINT, label_id, load_source, read_local
 from embedlab.errors import DataError
-from embedlab.evaluation.datasets import LabelledPairs, RetrievalSet, ScoredPairs
+from embedlab.evaluation.datasets import (
+    ClassifiedPairs,
+    LabelledPairs,
+    RetrievalSet,
+    ScoredPairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,24 @@ def load_scored_pairs(source: Mapping) -> ScoredPairs:
     rows, _ = load_source(source, "STS evaluation")
     return ScoredPairs([row["sentence1"] for row in rows], [row["sentence2"] for row in rows],
                        [row["score"] for row in rows])
+
+
+def load_classified_pairs(source: Mapping, label_names: Mapping[str, int]) -> ClassifiedPairs:
+    """(sentence1, sentence2, label) rows of a data source with class names (or ids) mapped through `label_names`;
+    rows whose label is neither (such as SNLI's "-", no annotator majority) are skipped with a warning."""
+    rows, origin = load_source(source, "evaluation")
+    num_classes = len(set(label_names.values()))
+    kept, unknown = [], set()
+    for row in rows:
+        label = label_id(row["label"], label_names)
+        if label is not None and 0 <= label < num_classes:
+            kept.append((row["sentence1"], row["sentence2"], label))
+        else:
+            unknown.add(str(row["label"]))
+    if len(kept) < len(rows):
+        log.warning("%s: skipped %d rows with labels %s", origin, len(rows) - len(kept), sorted(unknown)[:5])
+    first, second, labels = (list(column) for column in zip(*kept)) if kept else ([], [], [])
+    return ClassifiedPairs(first, second, labels, num_classes)
 
 
 def load_biosses(sentences_path: str, scores_path: str) -> ScoredPairs:

@@ -14,7 +14,7 @@ from mteb.abstasks.sts import AbsTaskSTS
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-from embedlab.errors import ConfigError, DataError
+from embedlab.errors import ConfigError, DataError, first_line
 from embedlab.evaluation.datasets import ScoredPairs
 from embedlab.evaluation.encoding import TextEncoder
 
@@ -71,19 +71,20 @@ def local_sts_task(name: str, pairs: ScoredPairs, split: str = "test") -> LocalS
 
 
 class MtebEvaluator:
-    """Runs MTEB tasks; keys "mteb-<task>/<main score>" for each evaluated split, "mteb-<task>-<split>/..." for
-    splits other than test.
+    """Runs MTEB tasks; keys "<split>/mteb-<task>/<main score>" for each evaluated split (and subset, as
+    "mteb-<task>-<subset>").
 
     `tasks` holds MTEB task names (loaded from the hub by `mteb.get_tasks`) or task objects such as LocalSTSTask.
     `output_dir`, when set, keeps MTEB's own per-task result files there.
     """
 
     name = "mteb"
+    main_metric = "main_score"
 
     def __init__(self, tasks: Sequence[str | AbsTask], batch_size: int = 32, model_name: str = "embedlab/model",
                  output_dir: str | None = None):
         if not tasks:
-            raise ConfigError("eval=mteb needs at least one task: set eval.evaluators.mteb.tasks=[STSBenchmark, ...]")
+            raise ConfigError("evaluation=[mteb] needs at least one task: set evaluation.mteb.tasks=[STSBenchmark, ...]")
         self.tasks = list(tasks)
         self.batch_size = batch_size
         self.model_name = model_name
@@ -99,15 +100,14 @@ class MtebEvaluator:
             results = mteb.evaluate(MtebEncoder(encoder, name=self.model_name), tasks, cache=cache,
                                     encode_kwargs={"batch_size": self.batch_size}, overwrite_strategy="always")
         except OSError as error:  # the datasets library's ConnectionError among them
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise DataError(f"MTEB could not load its task data: {reason}. Without the Hugging Face hub, run the "
-                            "local suites (eval=all) or local tasks (local_sts_task).") from error
+            raise DataError(f"MTEB could not load its task data: {first_line(error)}. Without the Hugging Face hub, "
+                            "run the local suites or local tasks (local_sts_task).") from error
         main_scores = {task.metadata.name: task.metadata.main_score for task in tasks}
         metrics = {}
         for task_result in results.task_results:
             for split, subsets in task_result.scores.items():
-                dataset = f"mteb-{task_result.task_name}" + ("" if split == "test" else f"-{split}")
                 for subset in subsets:
                     suffix = "" if subset["hf_subset"] == "default" else f"-{subset['hf_subset']}"
-                    metrics[f"{dataset}{suffix}/{main_scores[task_result.task_name]}"] = float(subset["main_score"])
+                    key = f"{split}/mteb-{task_result.task_name}{suffix}/{main_scores[task_result.task_name]}"
+                    metrics[key] = float(subset["main_score"])
         return metrics

@@ -1,8 +1,9 @@
 """The written results of an evaluation, and the comparison of several runs.
 
-An evaluation run folder holds results.json (flat: "<dataset>/<metric>" -> number, plus a few strings such as
-"model/path" and "latency/device"), results.md (the same as Markdown tables, one per dataset) and, when pair
-classification ran, similarities.json (the test cosines of positive and negative pairs, per dataset).
+An evaluation run folder holds results.json (flat: "<split>/<dataset>/<metric>" -> number, plus a few strings such
+as "model/path" and "latency/device"), results.md (the same as Markdown tables, one per dataset) and, when STS or
+pair classification ran, similarities.json (the cosines of positive and negative pairs, per dataset). A training
+run's results.json has the same keys.
 """
 
 import json
@@ -11,24 +12,24 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RESULTS_FILE = "results.json"
+from embedlab.errors import DataError
+from embedlab.run_folder import RESULTS_FILE, TRAINING_LOG, write_json
+
 MARKDOWN_FILE = "results.md"
 SIMILARITIES_FILE = "similarities.json"
-TRAINING_LOG = Path("csv") / "metrics.csv"
 
 # The comparison table's columns when none are asked for: one headline figure per evaluation (bi-encoder and
-# cross-encoder, evaluation script and training run), then speed.
+# cross-encoder), then speed.
 HEADLINE_KEYS = (
-    "stsb-test/spearman_cosine", "test/stsb/spearman_cosine", "test/stsb/spearman", "test/nli/accuracy",
-    "sickr-trial/spearman_cosine", "biosses/spearman_cosine", "liveqa-med/ndcg@10", "pubmedqa/ndcg@10",
-    "rqe-test/accuracy", "sick-entailment-trial/accuracy", "latency/sentences_per_second@32", "latency/p95_ms@1",
+    "test/stsb/spearman_cosine", "test/stsb/spearman", "test/nli/accuracy", "test/sickr/spearman_cosine",
+    "test/biosses/spearman_cosine", "test/liveqa-med/ndcg@10", "test/pubmedqa/ndcg@10", "test/rqe/accuracy",
+    "test/sick-entailment/accuracy", "latency/sentences_per_second@32", "latency/p95_ms@1",
     "train/samples_per_second",
 )
 
 
 def write_results(run_dir: Path, results: dict, similarities: dict | None = None) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_json(run_dir / RESULTS_FILE, results)
     (run_dir / MARKDOWN_FILE).write_text(results_markdown(results))
     if similarities:
         (run_dir / SIMILARITIES_FILE).write_text(json.dumps(similarities) + "\n")
@@ -79,7 +80,7 @@ def load_run(folder: str | Path) -> Run:
     folder = Path(folder)
     run_dir = next((candidate for candidate in (folder, folder.parent) if (candidate / RESULTS_FILE).is_file()), None)
     if run_dir is None:
-        raise FileNotFoundError(f"no {RESULTS_FILE} in {folder} or its parent")
+        raise DataError(f"no {RESULTS_FILE} in {folder} or its parent")
     results = json.loads((run_dir / RESULTS_FILE).read_text())
     similarities_file = run_dir / SIMILARITIES_FILE
     similarities = json.loads(similarities_file.read_text()) if similarities_file.is_file() else {}

@@ -7,10 +7,18 @@ gains, and MRR@10, MAP@100 and Recall@{1,10,100} counting any gain of 1 or more 
 import logging
 
 import pytrec_eval
+import torch
+from tqdm.auto import tqdm
 
 from embedlab.evaluation.datasets import RetrievalSet
-from embedlab.evaluation.encoding import TextEncoder
-from embedlab.evaluation.search import chunked_top_k
+from embedlab.evaluation.encoding import (
+    EmbeddingEvaluator,
+    Metrics,
+    TextEncoder,
+    encode_inputs,
+    keyed,
+)
+from embedlab.modeling.search import check_score_function, top_k
 
 log = logging.getLogger(__name__)
 
@@ -19,43 +27,77 @@ RANKING_MEASURES = {"ndcg@10": "ndcg_cut_10", "map@100": "map_cut_100", "recall@
                     "recall@10": "recall_10", "recall@100": "recall_100"}
 MRR_CUTOFF = 10
 SEARCH_DEPTH = 100
+QUERY_ROLE, DOCUMENT_ROLE = "query", "document"
 
 
-def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Mean metrics over the judged queries; `run[query_id][doc_id]` is the score of a retrieved document."""
+def per_query_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
+                      ) -> dict[str, dict[str, float]]:
+    """Each metric for each judged query (a judged query that retrieved nothing scores 0, where trec_eval would
+    leave it out): metric -> query id -> value. The per-query values are what a paired significance test compares."""
     judged = {query_id: run[query_id] for query_id in qrels if run.get(query_id)}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "map_cut.100", "recall.1,10,100"}).evaluate(judged)
     top = {query_id: dict(sorted(docs.items(), key=lambda item: -item[1])[:MRR_CUTOFF])
            for query_id, docs in judged.items()}
     reciprocal_ranks = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top)
-    # A judged query that retrieved nothing scores 0 (trec_eval would leave it out of the mean).
-    metrics = {ours: _mean([per_query.get(query_id, {}).get(theirs, 0.0) for query_id in qrels])
-               for ours, theirs in RANKING_MEASURES.items()}
-    metrics["mrr@10"] = _mean([reciprocal_ranks.get(query_id, {}).get("recip_rank", 0.0) for query_id in qrels])
-    return dict(sorted(metrics.items()))
+    values = {ours: {query_id: per_query.get(query_id, {}).get(theirs, 0.0) for query_id in qrels}
+              for ours, theirs in RANKING_MEASURES.items()}
+    values["mrr@10"] = {query_id: reciprocal_ranks.get(query_id, {}).get("recip_rank", 0.0) for query_id in qrels}
+    return values
 
 
-class RetrievalEvaluator:
-    """Scores one retrieval set; keys "<name>/ndcg@10", "<name>/mrr@10", "<name>/map@100", "<name>/recall@k"."""
+def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean metrics over the judged queries; `run[query_id][doc_id]` is the score of a retrieved document."""
+    return {metric: _mean(list(values.values()))
+            for metric, values in sorted(per_query_metrics(qrels, run).items())}
+
+
+class RetrievalEvaluator(EmbeddingEvaluator):
+    """Scores one retrieval set; keys "<name>/ndcg@10", "<name>/mrr@10", "<name>/map@100", "<name>/recall@k".
+
+    Queries are embedded in the "query" role and documents in the "document" role, so a model with prompts applies
+    its query and document prompts. Called on an encoder, the corpus is embedded a chunk at a time; after a run,
+    `per_query` holds each query's figures.
+    """
+
+    main_metric = "ndcg@10"
 
     def __init__(self, name: str, data: RetrievalSet, batch_size: int = 32, score_function: str = "cosine",
                  corpus_chunk_size: int = 1024):
         self.name = name
         self.data = data
         self.batch_size = batch_size
-        self.score_function = score_function
+        self.score_function = check_score_function(score_function)
         self.corpus_chunk_size = corpus_chunk_size
+        self.query_ids, self.doc_ids = list(data.queries), list(data.corpus)
+        self.inputs = ([(QUERY_ROLE, data.queries[q]) for q in self.query_ids]
+                       + [(DOCUMENT_ROLE, data.corpus[d]) for d in self.doc_ids])
+        self.per_query: dict[str, dict[str, float]] = {}
 
-    def __call__(self, encoder: TextEncoder) -> dict[str, float]:
-        query_ids, doc_ids = list(self.data.queries), list(self.data.corpus)
-        log.info("%s: %d queries against %d documents", self.name, len(query_ids), len(doc_ids))
-        scores, indices = chunked_top_k(encoder, [self.data.queries[q] for q in query_ids],
-                                        [self.data.corpus[d] for d in doc_ids], SEARCH_DEPTH,
-                                        batch_size=self.batch_size, score_function=self.score_function,
-                                        corpus_chunk_size=self.corpus_chunk_size, description=f"{self.name}: search")
-        run = {query_id: {doc_ids[index]: score for index, score in zip(row_indices.tolist(), row_scores.tolist())}
-               for query_id, row_scores, row_indices in zip(query_ids, scores, indices)}
-        return {f"{self.name}/{metric}": value for metric, value in ranking_metrics(self.data.qrels, run).items()}
+    def __call__(self, encoder: TextEncoder) -> Metrics:
+        queries = encode_inputs(encoder, self.inputs[:len(self.query_ids)], self.batch_size)
+        documents = self.inputs[len(self.query_ids):]
+
+        def corpus_chunks():
+            with tqdm(total=len(documents), desc=f"{self.name}: search", unit="doc") as progress:
+                for start in range(0, len(documents), self.corpus_chunk_size):
+                    chunk = documents[start:start + self.corpus_chunk_size]
+                    yield encode_inputs(encoder, chunk, self.batch_size, show_progress_bar=False)
+                    progress.update(len(chunk))
+
+        return self._rank(queries, corpus_chunks())
+
+    def score(self, embeddings: torch.Tensor) -> Metrics:
+        queries, documents = embeddings[:len(self.query_ids)], embeddings[len(self.query_ids):]
+        return self._rank(queries, documents.split(self.corpus_chunk_size))
+
+    def _rank(self, queries: torch.Tensor, corpus_chunks) -> Metrics:
+        log.info("%s: %d queries against %d documents", self.name, len(self.query_ids), len(self.doc_ids))
+        scores, indices = top_k(queries, corpus_chunks, SEARCH_DEPTH, self.score_function)
+        run = {query_id: {self.doc_ids[index]: score for index, score in zip(row_indices.tolist(), row_scores.tolist())}
+               for query_id, row_scores, row_indices in zip(self.query_ids, scores, indices)}
+        self.per_query = per_query_metrics(self.data.qrels, run)
+        return keyed(self.name, {metric: _mean(list(values.values()))
+                                 for metric, values in sorted(self.per_query.items())})
 
 
 def _mean(values: list[float]) -> float:

@@ -6,12 +6,12 @@ import sys
 import time
 from collections.abc import Mapping
 
-from embedlab.evaluation.encoding import Evaluator, Metrics, TextEncoder
+from embedlab.evaluation.encoding import Evaluator, Metrics
 
 log = logging.getLogger(__name__)
 
 
-def run_evaluators(encoder: TextEncoder, evaluators: Mapping[str, Evaluator]
+def run_evaluators(model, evaluators: Mapping[str, Evaluator]
                    ) -> tuple[Metrics, dict[str, dict[str, list[float]]]]:
     """All metrics of all evaluators, and the positive/negative pair similarities of those that keep them."""
     results: Metrics = {}
@@ -19,7 +19,7 @@ def run_evaluators(encoder: TextEncoder, evaluators: Mapping[str, Evaluator]
     for position, (key, evaluator) in enumerate(evaluators.items(), start=1):
         log.info("evaluation %d/%d: %s", position, len(evaluators), key)
         started = time.perf_counter()
-        metrics = evaluator(encoder)
+        metrics = evaluator(model)
         log.info("%s took %.1f s: %s", key, time.perf_counter() - started,
                  ", ".join(f"{name}={value:.4f}" for name, value in metrics.items() if isinstance(value, float)))
         results.update(metrics)

@@ -1,16 +1,16 @@
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from embedlab.errors import DataError
+from embedlab.losses.base import Loss
 from embedlab.losses.signature import Signature
 
 
-class ContrastiveLoss(nn.Module):
+class ContrastiveLoss(Loss):
     """Pull pairs labelled 1 together; push pairs labelled 0 to a cosine distance of at least `margin`."""
 
     signature = Signature(texts=("sentence1", "sentence2"), target="label")
     consumes = "embeddings"
-    uses_in_batch_negatives = False
 
     def __init__(self, margin: float = 0.5):
         super().__init__()

@@ -1,11 +1,12 @@
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from embedlab.losses.base import Loss
 from embedlab.losses.signature import Signature
 
 
-class CoSENTLoss(nn.Module):
+class CoSENTLoss(Loss):
     """CoSENT: every pair (i, j) with score_i < score_j is penalised when cos_i is not below cos_j.
 
     loss = log(1 + sum over such pairs of exp(scale * (cos_i - cos_j))). Only the order of scores matters.
@@ -13,7 +14,6 @@ class CoSENTLoss(nn.Module):
 
     signature = Signature(texts=("sentence1", "sentence2"), target="score")
     consumes = "embeddings"
-    uses_in_batch_negatives = False
 
     def __init__(self, scale: float = 20.0):
         super().__init__()

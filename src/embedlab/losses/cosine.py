@@ -1,15 +1,15 @@
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from embedlab.losses.base import Loss
 from embedlab.losses.signature import Signature
 
 
-class CosineSimilarityLoss(nn.Module):
+class CosineSimilarityLoss(Loss):
     """Mean squared error between the cosine of a pair and its gold score in [0, 1]."""
 
     signature = Signature(texts=("sentence1", "sentence2"), target="score")
     consumes = "embeddings"
-    uses_in_batch_negatives = False
 
     def forward(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
         u, v = embeddings

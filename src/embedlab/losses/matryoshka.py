@@ -1,14 +1,14 @@
-import inspect
 from collections.abc import Sequence
 
 from hydra.utils import get_class
 from torch import Tensor, nn
 
 from embedlab.errors import ConfigError
+from embedlab.losses.base import Loss
 from embedlab.losses.signature import Signature, configured_loss_class
 
 
-class MatryoshkaLoss(nn.Module):
+class MatryoshkaLoss(Loss):
     """Any embedding loss applied to the first d dimensions of the embeddings, for each d in `dims`, weighted and
     summed, so that truncated embeddings stay useful (Matryoshka representation learning).
 
@@ -17,6 +17,7 @@ class MatryoshkaLoss(nn.Module):
     """
 
     consumes = "embeddings"
+    requires = ("embedding_dim",)
 
     def __init__(self, inner: nn.Module, dims: Sequence[int], weights: Sequence[float] | None = None,
                  embedding_dim: int | None = None):
@@ -34,12 +35,12 @@ class MatryoshkaLoss(nn.Module):
         self.weights = weights
 
     @classmethod
-    def wrapped_class(cls, loss_cfg) -> type:
+    def declared(cls, loss_cfg) -> type[Loss]:
         inner_class = configured_loss_class(loss_cfg["inner"])
         if inner_class.consumes != cls.consumes:
             raise ConfigError(f"loss 'matryoshka' wraps losses over embeddings; {inner_class.__name__} consumes "
                               f"{inner_class.consumes}")
-        if "embedding_dim" in inspect.signature(get_class(loss_cfg["inner"]["_target_"])).parameters:
+        if "embedding_dim" in get_class(loss_cfg["inner"]["_target_"]).requires:
             raise ConfigError(f"loss 'matryoshka' cannot wrap {inner_class.__name__}: its parameters are sized by "
                               "the embedding, which truncation changes")
         return inner_class
@@ -54,7 +55,7 @@ class MatryoshkaLoss(nn.Module):
 
     @property
     def mini_batch_size(self) -> int | None:
-        return getattr(self.inner, "mini_batch_size", None)
+        return self.inner.mini_batch_size
 
     def forward(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         return sum(weight * self.inner([e[..., :dim] for e in embeddings], labels)

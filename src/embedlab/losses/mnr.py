@@ -1,8 +1,9 @@
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from embedlab.distributed import gather_with_grad, rank
+from embedlab.losses.base import Loss
 from embedlab.losses.signature import Signature
 
 
@@ -10,7 +11,7 @@ def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
     return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
 
 
-class MultipleNegativesRankingLoss(nn.Module):
+class MultipleNegativesRankingLoss(Loss):
     """Cross-entropy of each anchor against its positive, with every other candidate in the batch as a negative.
 
     Candidates are the positives and any hard-negative columns. Under DDP the candidates of all processes are

@@ -55,11 +55,9 @@ def choose_format(loss_name: str, signature: Signature, data_name: str, formats:
 
 
 def configured_loss_class(loss_cfg) -> type:
-    """The class whose `signature`, `consumes` and `uses_in_batch_negatives` describe a configured loss.
-
-    Read from the config alone, before anything is built: the loss's own class, or for a wrapper loss (a class with
-    a `wrapped_class(loss_cfg)` classmethod) the class of the loss it wraps.
-    """
+    """The class whose `signature`, `consumes` and `uses_in_batch_negatives` describe a configured loss, read from
+    the config alone, before anything is built (`Loss.declared`: for a wrapper, the wrapped loss's class)."""
     loss_class = get_class(loss_cfg["_target_"])
-    wrapped_class = getattr(loss_class, "wrapped_class", None)
-    return wrapped_class(loss_cfg) if wrapped_class else loss_class
+    if not hasattr(loss_class, "declared"):
+        raise ConfigError(f"loss {loss_cfg['_target_']} is not an embedlab Loss (embedlab.losses.base.Loss)")
+    return loss_class.declared(loss_cfg)

@@ -2,10 +2,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from embedlab.losses.base import Loss
 from embedlab.losses.signature import Signature
 
 
-class SoftmaxLoss(nn.Module):
+class SoftmaxLoss(Loss):
     """The SBERT NLI classifier: a linear layer over (u, v, |u - v|), trained with cross-entropy.
 
     The classifier is discarded after training; only the encoder is saved.
@@ -13,7 +14,7 @@ class SoftmaxLoss(nn.Module):
 
     signature = Signature(texts=("sentence1", "sentence2"), target="label")
     consumes = "embeddings"
-    uses_in_batch_negatives = False
+    requires = ("embedding_dim",)
 
     def __init__(self, embedding_dim: int, num_labels: int = 3):
         super().__init__()

@@ -1,15 +1,15 @@
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from embedlab.losses.base import Loss
 from embedlab.losses.signature import Signature
 
 
-class TripletLoss(nn.Module):
+class TripletLoss(Loss):
     """The anchor must be closer (Euclidean) to the positive than to the negative by at least `margin`."""
 
     signature = Signature(texts=("anchor", "positive", "negative"))
     consumes = "embeddings"
-    uses_in_batch_negatives = False
 
     def __init__(self, margin: float = 5.0):
         super().__init__()

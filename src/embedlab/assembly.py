@@ -1,0 +1,145 @@
+"""One wiring of a training run from its config, and the run itself: what `python train.py` does, and what every
+recipe stage and the benchmark build.
+
+Writes into the run directory: the logs, checkpoints/, model/ (sentence-transformers layout) and results.json with
+keys "<split>/<dataset>/<metric>" and "train/samples_per_second".
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from embedlab.data.base import EmbeddingDataModule
+from embedlab.errors import ConfigError, EmbedlabError
+from embedlab.evaluation.callback import EvaluationCallback
+from embedlab.losses import configured_loss_class
+from embedlab.objectives.callbacks import ThroughputMeter
+from embedlab.redaction import loggable_config
+from embedlab.run_folder import LAST_CHECKPOINT, MODEL_DIR, RESULTS_FILE, write_json
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(EmbedlabError):
+    """SIGINT or SIGTERM stopped the fit; the checkpoint to resume from is saved."""
+
+
+@dataclass
+class Run:
+    module: L.LightningModule
+    datamodule: EmbeddingDataModule
+    trainer: L.Trainer
+    throughput: ThroughputMeter
+
+
+def config_choice(cfg: DictConfig, group: str) -> str:
+    """The option chosen for a config group (`loss=mnr` gives 'mnr'), for messages."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return choice
+    return cfg[group]._target_.rsplit(".", 1)[-1]
+
+
+def checked_loss_class(cfg: DictConfig) -> type:
+    """The class declaring the configured loss, which must consume what the model produces (read from the config
+    alone, before anything loads)."""
+    model_class = get_class(cfg.model._target_)
+    loss_class = configured_loss_class(cfg.loss)
+    if loss_class.consumes != model_class.produces:
+        raise ConfigError(f"loss '{config_choice(cfg, 'loss')}' consumes {loss_class.consumes} but model "
+                          f"'{config_choice(cfg, 'model')}' produces {model_class.produces}")
+    return loss_class
+
+
+def build_datamodule(cfg: DictConfig, eval_inputs: dict | None = None) -> EmbeddingDataModule:
+    """The data module, its format chosen for the loss: a loss that does not fit the data fails here, naming both
+    sides, before any model loads or any training row is read."""
+    loss_class = checked_loss_class(cfg)
+    datamodule = instantiate(cfg.data, eval_inputs=eval_inputs or {}, _convert_="all")
+    datamodule.fit_loss(config_choice(cfg, "loss"), loss_class)
+    return datamodule
+
+
+def build_evaluation(cfg: DictConfig) -> EvaluationCallback | None:
+    """The evaluators of `evaluation` (their data loads here), checked against what the model produces."""
+    if not cfg.get("evaluation"):
+        return None
+    evaluation = EvaluationCallback(instantiate(cfg.evaluation, _convert_="all"))
+    evaluation.check_model(config_choice(cfg, "model"), get_class(cfg.model._target_).evaluates)
+    return evaluation
+
+
+def build_run(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = (), evaluate: bool = True) -> Run:
+    """The module, the data module and the trainer of a training run; `evaluate=False` leaves the evaluators out."""
+    checked_loss_class(cfg)
+    evaluation = build_evaluation(cfg) if evaluate else None
+    eval_inputs = {split: evaluation.inputs(split) for split in ("dev", "test")} if evaluation else {}
+    datamodule = build_datamodule(cfg, eval_inputs)
+    module = get_class(cfg.model._target_).from_config(cfg)
+    throughput = ThroughputMeter()
+    configured = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    all_callbacks = [*configured, throughput, *([evaluation] if evaluation else []), *callbacks]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=loggers or False)
+    return Run(module, datamodule, trainer, throughput)
+
+
+def run_training(cfg: DictConfig) -> dict[str, float]:
+    """Fit, save the model, evaluate it (dev and test) and write results.json; returns the results."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    run = build_run(cfg)
+    trainer, module, datamodule = run.trainer, run.module, run.datamodule
+    for logger in trainer.loggers:
+        logger.log_hyperparams(loggable_config(cfg))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise TrainingInterrupted(f"training interrupted at step {trainer.global_step}; resume with "
+                                  f"ckpt_path=last hydra.run.dir={run_dir}") from None
+    if cfg.save_model == "best":
+        load_best(trainer, module)
+    # Saved before the final evaluation, so that callbacks of the test stage (the W&B artefact) find the folder.
+    if trainer.is_global_zero:
+        module.save_model(run_dir / MODEL_DIR)
+    results = {}
+    for metrics in trainer.validate(module, datamodule=datamodule) + trainer.test(module, datamodule=datamodule):
+        results.update(metrics)
+    results["train/samples_per_second"] = run.throughput.samples_per_second
+    results.update(datamodule.stats())
+    if trainer.is_global_zero:
+        write_json(run_dir / RESULTS_FILE, results)
+        log.info("results: %s", results)
+    return results
+
+
+def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: `last` is this run directory's checkpoints/last.ckpt."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / LAST_CHECKPOINT if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = (" (ckpt_path=last resumes in the interrupted run's directory: set hydra.run.dir to it)"
+                if ckpt_path == "last" else "")
+        raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def load_best(trainer: L.Trainer, module: L.LightningModule) -> None:
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        log.warning("save_model=best but no checkpoint monitored a metric; saving the final model")
+        return
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    log.info("restored the best checkpoint %s", best)

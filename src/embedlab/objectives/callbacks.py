@@ -1,0 +1,151 @@
+"""Lightning callbacks of the training run."""
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from embedlab.evaluation.callback import EvaluationCallback
+
+
+class ThroughputMeter(L.Callback):
+    """Training samples per second over the whole fit, all processes together, evaluation time excluded."""
+
+    def __init__(self):
+        self.samples = 0
+        self.elapsed = 0.0
+        self._started = None
+        self._evaluating_since = None
+        self._evaluation_time = 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.elapsed if self.elapsed else 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.samples += batch["size"] * trainer.world_size
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._evaluating_since = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._evaluating_since is not None:
+            self._evaluation_time += time.perf_counter() - self._evaluating_since
+            self._evaluating_since = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.elapsed = time.perf_counter() - self._started - self._evaluation_time
+
+
+class InterruptCheckpoint(L.Callback):
+    """SIGINT or SIGTERM during fit: finish the step in progress, save `path`, stop; `ckpt_path=last` resumes there.
+
+    Lightning already stops at a step boundary on SIGTERM; SIGINT is routed the same way, since a KeyboardInterrupt
+    in the middle of an optimiser step would leave a checkpoint no uninterrupted run ever passes through. Every
+    checkpoint also carries the random generators' state, so a resumed run draws the dropout masks the
+    uninterrupted run would have drawn.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._previous_sigint_handler = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint_handler = signal.signal(signal.SIGINT, _forward_as_sigterm)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._previous_sigint_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint_handler)
+            self._previous_sigint_handler = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            trainer.save_checkpoint(self.path)
+            rank_zero_info(f"interrupted at step {trainer.global_step}: saved {self.path}; resume with ckpt_path=last")
+
+    def state_dict(self) -> dict:
+        state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def _forward_as_sigterm(signum, frame) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class WandbDashboard(L.Callback):
+    """What a W&B run shows beside the logged metrics and config: a table of every evaluation, histograms of the
+    evaluated pairs' cosines after training, and the saved model folder as an artefact (`log_model_artifact`).
+
+    It does nothing without a WandbLogger, so the model modules never need to know about W&B.
+    """
+
+    def __init__(self, model_dir: str, log_model_artifact: bool = True):
+        self.model_dir = Path(model_dir)
+        self.log_model_artifact = log_model_artifact
+        self.evaluations: list[list] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._record_evaluation(trainer, "dev/")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._record_evaluation(trainer, "test/")
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """After the test, the last stage of a training run: log the rest and finish the W&B run, so that the next
+        run in this process (a sweep's next job, a pipeline's next stage) starts a run of its own."""
+        logger = _wandb_logger(trainer)
+        if stage != "test" or logger is None or not trainer.is_global_zero:
+            return
+        import wandb
+
+        logger.log_table("evaluation", columns=["step", "stage", "split", "evaluator", "metric", "value"],
+                         data=self.evaluations)
+        histograms = self._similarity_histograms(trainer)
+        if histograms:
+            logger.experiment.log({name: wandb.Histogram(values) for name, values in histograms.items()})
+        if self.log_model_artifact and self.model_dir.is_dir():
+            artifact = wandb.Artifact(f"model-{logger.experiment.id}", type="model")
+            artifact.add_dir(str(self.model_dir))
+            logger.experiment.log_artifact(artifact)
+        logger.experiment.finish()
+
+    def _record_evaluation(self, trainer, prefix: str) -> None:
+        for key, value in sorted(trainer.callback_metrics.items()):
+            if key.startswith(prefix) and key.count("/") == 2:
+                split, evaluator, metric = key.split("/")
+                stage = trainer.state.fn.value if trainer.state.fn else ""
+                self.evaluations.append([trainer.global_step, stage, split, evaluator, metric, float(value)])
+
+    @staticmethod
+    def _similarity_histograms(trainer) -> dict[str, list[float]]:
+        """The cosines of each evaluated pair set's positive and negative pairs, from its last evaluation."""
+        evaluation = next((c for c in trainer.callbacks if isinstance(c, EvaluationCallback)), None)
+        if evaluation is None:
+            return {}
+        return {f"{evaluator.name}/cosine/{kind}": values
+                for evaluators in evaluation.by_split.values() for evaluator in evaluators
+                for kind, values in getattr(evaluator, "pair_similarities", {}).items() if values}
+
+
+def _wandb_logger(trainer) -> WandbLogger | None:
+    return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)

@@ -1,0 +1,60 @@
+"""AdamW with linear warmup, then linear decay to zero (`schedule="linear"`) or a constant rate ("constant"),
+the schedules every objective here trains with, and the module base class that configures them."""
+
+import math
+
+import lightning as L
+import torch
+
+from embedlab.errors import ConfigError
+
+# Biases and normalisation weights are not decayed: shrinking them towards zero only hurts.
+NO_WEIGHT_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+class OptimizedModule(L.LightningModule):
+    """A LightningModule trained with AdamW and the warm-up schedule of the `optim` settings."""
+
+    def __init__(self, lr: float = 2e-5, weight_decay: float = 0.0, warmup_ratio: float = 0.1,
+                 schedule: str = "linear"):
+        super().__init__()
+        self.optim = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
+                      "schedule": check_schedule(schedule)}
+
+    def configure_optimizers(self):
+        return adamw_with_warmup(self, **self.optim)
+
+
+def check_schedule(schedule: str) -> str:
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return schedule
+
+
+def adamw_with_warmup(module: L.LightningModule, lr: float, weight_decay: float, warmup_ratio: float,
+                      schedule: str = "linear") -> dict:
+    decay, no_decay = [], []
+    for name, parameter in module.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if name.endswith(NO_WEIGHT_DECAY) else decay).append(parameter)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    warmup = math.ceil(warmup_ratio * total)
+    factor = SCHEDULES[check_schedule(schedule)]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, warmup, total))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def linear_warmup_constant(step: int, warmup: int, total: int) -> float:
+    return step / warmup if step < warmup else 1.0
+
+
+# The factor of the peak rate at each step, by `optim.schedule`.
+SCHEDULES = {"linear": linear_warmup_decay, "constant": linear_warmup_constant}

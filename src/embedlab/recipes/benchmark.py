@@ -1,0 +1,329 @@
+"""embedlab against sentence-transformers, side by side (`python scripts/benchmark.py paths.data_dir=<dir>`).
+
+Jobs (conf/benchmark.yaml `jobs`):
+- `train_stsb_cosine`, `train_nli_mnr`: the stsb_cosine and nli_mnr_hardneg experiments' data, loss, batch and optimiser,
+  `train.steps` optimiser steps timed after `train.warmup_steps`, in this process for both sides (embedlab's
+  Lightning module and data module; sentence-transformers' model, tokenisation, loss and sampler in its trainer's
+  optimisation recipe, see `train_reference`), from the same model, rows and seed; throughput in training pairs
+  per second, quality the STSB test Spearman after those steps;
+- `encode_bs32`, `encode_bs128`: `SentenceEncoder.encode` of the inference copy set by `encode.precision` and
+  `encode.compile` against `SentenceTransformer.encode` on the STSB test sentences; throughput in sentences per
+  second, quality the STSB test Spearman of the embeddings.
+
+Each job runs `repeats` times interleaved (project, sentence-transformers, project, ...), so that a machine busy
+for a while slows both sides alike; the ratio is the median of the per-repeat ratios. `full=true` adds the full
+training runs and their final test Spearman. Writes benchmark.json into the Hydra run directory:
+"<job>/ratio", "<job>/project/<metric>", "<job>/sentence_transformers/<metric>".
+"""
+
+import json
+import logging
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose
+from omegaconf import DictConfig
+
+from embedlab.assembly import build_datamodule, build_run
+from embedlab.errors import ConfigError
+from embedlab.evaluation.loaders import load_scored_pairs
+from embedlab.evaluation.sts import STSEvaluator
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.precision import autocast, autocast_dtype, weight_dtype
+from embedlab.recipes.stages import run_stage
+from embedlab.run_folder import write_json
+
+log = logging.getLogger("embedlab.benchmark")
+QUALITY_BATCH_SIZE = 64
+PROJECT, REFERENCE = "project", "sentence_transformers"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    experiment: str
+    loss: str
+
+
+TRAIN_JOBS = {"train_stsb_cosine": TrainJob("stsb_cosine", "cosine"),
+              "train_nli_mnr": TrainJob("nli_mnr_hardneg", "mnr")}
+ENCODE_JOBS = {"encode_bs32": 32, "encode_bs128": 128}
+
+
+def run_benchmark(cfg: DictConfig, work_dir: Path) -> dict:
+    """Every configured job, interleaved `cfg.repeats` times; returns the flat results."""
+    unknown = sorted(set(cfg.jobs) - set(TRAIN_JOBS) - set(ENCODE_JOBS))
+    if unknown:
+        raise ConfigError(f"unknown benchmark jobs {unknown}; known: {sorted(TRAIN_JOBS) + sorted(ENCODE_JOBS)}")
+    if cfg.repeats < 1 or cfg.train.steps < 1 or cfg.train.warmup_steps < 1:
+        raise ConfigError(f"repeats, train.steps and train.warmup_steps must be at least 1, got {cfg.repeats}, "
+                          f"{cfg.train.steps} and {cfg.train.warmup_steps}")
+    for precision in (cfg.precision, cfg.sentence_transformers.precision):
+        autocast_dtype(precision)
+    weight_dtype(cfg.encode.precision)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    results = {}
+    for job in cfg.jobs:
+        if job in TRAIN_JOBS:
+            results.update(benchmark_training(cfg, job, work_dir / job))
+        else:
+            results.update(benchmark_encoding(cfg, job))
+        log.info("%s: %s", job, json.dumps({k: v for k, v in results.items() if k.startswith(f"{job}/")}))
+    return results
+
+
+def summarise(job: str, throughputs: dict[str, list[float]], unit: str) -> dict:
+    ratios = [ours / theirs for ours, theirs in zip(throughputs[PROJECT], throughputs[REFERENCE], strict=True)]
+    summary = {f"{job}/ratio": statistics.median(ratios)}
+    for side, values in throughputs.items():
+        summary[f"{job}/{side}/{unit}"] = statistics.median(values)
+    return summary
+
+
+def sts_test(cfg: DictConfig) -> STSEvaluator:
+    """The STSB test pairs, scored the same way for both sides: Spearman of the cosine of each pair's embeddings."""
+    return STSEvaluator("test/stsb", load_scored_pairs(cfg.encode.test), batch_size=QUALITY_BATCH_SIZE,
+                        measures=["cosine"])
+
+
+def test_spearman(evaluator: STSEvaluator, encoder) -> float:
+    return evaluator(encoder)["test/stsb/spearman_cosine"]
+
+
+class ReferenceEncoder:
+    """sentence-transformers' model behind the interface the evaluators use, under an optional autocast."""
+
+    def __init__(self, model, precision: str = "32-true"):
+        self.model = model
+        self.precision = precision
+
+    def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False) -> torch.Tensor:
+        with autocast(self.precision, self.model.device):
+            return self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
+                                     show_progress_bar=False).float().cpu()
+
+
+def benchmark_encoding(cfg: DictConfig, job: str) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    batch_size = ENCODE_JOBS[job]
+    evaluator = sts_test(cfg)
+    sentences = [text for pair in zip(evaluator.pairs.sentence1, evaluator.pairs.sentence2) for text in pair]
+    project = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device).inference_copy(cfg.encode.precision,
+                                                                                            cfg.encode.compile)
+    reference = SentenceTransformer(str(cfg.model_path), device=cfg.device)
+    if cfg.sentence_transformers.compile:
+        reference[0].auto_model.compile(dynamic=True)
+    encoders = {PROJECT: project, REFERENCE: ReferenceEncoder(reference, cfg.sentence_transformers.precision)}
+    # The untimed first pass warms caches (and compiles); it also gives the quality figure.
+    results = {f"{job}/{side}/test_spearman_cosine": test_spearman(evaluator, encoder)
+               for side, encoder in encoders.items()}
+    throughputs = {PROJECT: [], REFERENCE: []}
+    for _ in range(cfg.repeats):
+        for side, encoder in encoders.items():
+            start = time.perf_counter()
+            encoder.encode(sentences, batch_size=batch_size)
+            throughputs[side].append(len(sentences) / (time.perf_counter() - start))
+    return {**summarise(job, throughputs, "sentences_per_second"), **results}
+
+
+def job_overrides(cfg: DictConfig, job: str) -> list[str]:
+    """The job's experiment as `python train.py` would run it, with the benchmark's model, seed and batch."""
+    return [f"experiment={TRAIN_JOBS[job].experiment}", f"paths.data_dir={cfg.paths.data_dir}",
+            f"backbone.name_or_path={cfg.model_path}", f"seed={cfg.seed}", f"precision={cfg.precision}",
+            f"data.batch_size={cfg.train.batch_size}", *cfg.project_overrides]
+
+
+def project_train_config(cfg: DictConfig, job: str, output_dir: Path, max_steps: int | None = None) -> DictConfig:
+    """The job's training config; with `max_steps`, a timing run: no checkpoints, logger or evaluation."""
+    timing = [] if max_steps is None else [
+        "~callbacks", "logger=none", f"trainer.max_steps={max_steps}", "trainer.max_epochs=-1",
+        f"trainer.accelerator={torch.device(cfg.device).type.replace('cuda', 'gpu')}",
+        "+trainer.enable_checkpointing=false", "+trainer.enable_progress_bar=false",
+        "+trainer.enable_model_summary=false"]
+    return compose("train", overrides=[*job_overrides(cfg, job), f"paths.output_dir={output_dir}", *timing])
+
+
+class StepClock:
+    """Rows trained per second over the optimiser steps after the first `warmup_steps` (with none: since made)."""
+
+    def __init__(self, warmup_steps: int):
+        self.warmup_steps = warmup_steps
+        self.start = self.end = time.perf_counter()
+        self.rows = 0
+
+    def tick(self, step: int, rows: int) -> None:
+        """Called after optimiser step `step` (counted from 1), which trained on `rows` rows."""
+        if step == self.warmup_steps:
+            self.start = time.perf_counter()
+        elif step > self.warmup_steps:
+            self.end = time.perf_counter()
+            self.rows += rows
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / (self.end - self.start)
+
+
+class LightningStepClock(L.Callback):
+    def __init__(self, clock: StepClock):
+        self.clock = clock
+
+    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch: dict, batch_idx: int) -> None:
+        self.clock.tick(trainer.global_step, batch["size"])
+
+
+def train_project(cfg: DictConfig, job: str, output_dir: Path) -> tuple[float, SentenceEncoder]:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    clock = StepClock(cfg.train.warmup_steps)
+    train_cfg = project_train_config(cfg, job, output_dir, max_steps=cfg.train.warmup_steps + cfg.train.steps)
+    run = build_run(train_cfg, callbacks=(LightningStepClock(clock),), evaluate=False)
+    if cfg.compile:
+        run.module.encoder.backbone.compile(dynamic=True)
+    run.trainer.fit(run.module, datamodule=run.datamodule, weights_only=True)
+    return clock.rows_per_second, run.module.encoder
+
+
+def reference_rows(train_cfg: DictConfig) -> tuple[list[dict], list[str], str | None]:
+    """The rows the project trains on, its text columns in the loss's order, and its target column."""
+    datamodule = build_datamodule(train_cfg)
+    rows, _ = datamodule.load_train(datamodule.format)
+    return rows, datamodule.text_columns, datamodule.target_column
+
+
+def train_reference(cfg: DictConfig, job: str, output_dir: Path, max_steps: int | None = None,
+                    clock: StepClock | None = None):
+    """sentence-transformers' model, tokenisation (`preprocess`) and loss, on the project's rows, batch and seed,
+    trained the way its trainer trains: AdamW without decay on biases and LayerNorm weights, linear warm-up and
+    decay, gradient clipping, and its no-duplicates batch sampler for MNR. The loop is a plain one rather than
+    SentenceTransformerTrainer, which needs `accelerate` and adds the Hugging Face Trainer's bookkeeping to every
+    step: if anything the reference runs faster so, and the ratio does not flatter the project.
+    `max_steps` None: the experiment's epochs.
+    """
+    import datasets
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base import NoDuplicatesBatchSampler
+    from sentence_transformers.sentence_transformer.losses import (
+        CosineSimilarityLoss,
+        MultipleNegativesRankingLoss,
+    )
+    from sentence_transformers.util import batch_to_device
+    from transformers import get_linear_schedule_with_warmup
+
+    train_cfg = project_train_config(cfg, job, output_dir)
+    rows, text_columns, target = reference_rows(train_cfg)
+    torch.manual_seed(cfg.seed)
+    model = SentenceTransformer(str(cfg.model_path), device=cfg.device)
+    model.train()
+    if cfg.sentence_transformers.compile:
+        model[0].auto_model.compile(dynamic=True)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if TRAIN_JOBS[job].loss == "mnr":
+        loss_fn = MultipleNegativesRankingLoss(model, scale=train_cfg.loss.scale)
+        table = datasets.Dataset.from_list([{column: row[column] for column in text_columns} for row in rows])
+        batches = NoDuplicatesBatchSampler(table, batch_size=cfg.train.batch_size, drop_last=False,
+                                           generator=generator, seed=cfg.seed)
+    else:
+        loss_fn = CosineSimilarityLoss(model)
+        batches = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(rows, generator=generator),
+                                                batch_size=cfg.train.batch_size, drop_last=False)
+    total = max_steps or train_cfg.trainer.max_epochs * len(batches)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(("bias", "LayerNorm.weight"))]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(("bias", "LayerNorm.weight"))]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train_cfg.optim.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=train_cfg.optim.lr)
+    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(train_cfg.optim.warmup_ratio * total), total)
+    step, epoch = 0, 0
+    while step < total:
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(epoch)
+        for indices in batches:
+            batch = [rows[index] for index in indices]
+            features = [batch_to_device(model.preprocess([row[column] for row in batch]), model.device)
+                        for column in text_columns]
+            labels = torch.tensor([row[target] for row in batch], device=model.device) if target else None
+            with autocast(cfg.sentence_transformers.precision, cfg.device):
+                loss = loss_fn(features, labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.trainer.gradient_clip_val)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            step += 1
+            if clock is not None:
+                clock.tick(step, len(batch))
+            if step == total:
+                break
+        epoch += 1
+    model.eval()
+    return model
+
+
+def benchmark_training(cfg: DictConfig, job: str, work_dir: Path) -> dict:
+    evaluator = sts_test(cfg)
+    steps = cfg.train.warmup_steps + cfg.train.steps
+    throughputs = {PROJECT: [], REFERENCE: []}
+    results = {}
+    for repeat in range(cfg.repeats):
+        last = repeat == cfg.repeats - 1
+        speed, encoder = train_project(cfg, job, work_dir / f"project_{repeat}")
+        throughputs[PROJECT].append(speed)
+        if last:
+            results[f"{job}/{PROJECT}/test_spearman_cosine"] = test_spearman(evaluator, encoder)
+        clock = StepClock(cfg.train.warmup_steps)
+        model = train_reference(cfg, job, work_dir / f"reference_{repeat}", steps, clock)
+        throughputs[REFERENCE].append(clock.rows_per_second)
+        if last:
+            results[f"{job}/{REFERENCE}/test_spearman_cosine"] = test_spearman(evaluator, ReferenceEncoder(model))
+    results.update(summarise(job, throughputs, "pairs_per_second"))
+    if cfg.full:
+        results.update(full_training(cfg, job, Path(cfg.paths.output_dir) / "full" / job, evaluator))
+    return results
+
+
+def full_training(cfg: DictConfig, job: str, work_dir: Path, evaluator: STSEvaluator) -> dict:
+    """Whole runs, one per side, for the final quality: the experiment as a training stage (its run directory kept
+    under `work_dir`), and sentence-transformers for the experiment's epochs."""
+    project = run_stage(PROJECT, job_overrides(cfg, job), work_dir)
+    clock = StepClock(warmup_steps=0)
+    model = train_reference(cfg, job, work_dir / REFERENCE, clock=clock)
+    return {f"{job}/{PROJECT}/full_test_spearman_cosine": project["test/stsb/spearman_cosine"],
+            f"{job}/{PROJECT}/full_samples_per_second": project["train/samples_per_second"],
+            f"{job}/{REFERENCE}/full_test_spearman_cosine": test_spearman(evaluator, ReferenceEncoder(model)),
+            f"{job}/{REFERENCE}/full_samples_per_second": clock.rows_per_second}
+
+
+def regressions(results: dict, min_ratio: dict[str, float]) -> list[str]:
+    """One line for each job whose ratio is below its threshold (scripts/check_throughput.py)."""
+    return [f"{job}: ratio {results[f'{job}/ratio']:.2f} is below the baseline {threshold:.2f}"
+            for job, threshold in min_ratio.items() if results[f"{job}/ratio"] < threshold]
+
+
+def table(results: dict, jobs: list[str]) -> str:
+    """One row per job: both throughputs, the ratio and both quality figures (full-run ones when present)."""
+    lines = ["| job | embedlab | sentence-transformers | ratio | embedlab Spearman | ST Spearman |",
+             "|---|---|---|---|---|---|"]
+    for job in jobs:
+        unit = "sentences_per_second" if job in ENCODE_JOBS else "pairs_per_second"
+        quality = "full_test_spearman_cosine" if f"{job}/{PROJECT}/full_test_spearman_cosine" in results else \
+            "test_spearman_cosine"
+        lines.append(f"| {job} | {results[f'{job}/{PROJECT}/{unit}']:.1f} {unit.split('_')[0]}/s "
+                     f"| {results[f'{job}/{REFERENCE}/{unit}']:.1f} | {results[f'{job}/ratio']:.2f}x "
+                     f"| {results[f'{job}/{PROJECT}/{quality}']:.4f} | {results[f'{job}/{REFERENCE}/{quality}']:.4f} |")
+    return "\n".join(lines)
+
+
+def benchmark(cfg: DictConfig) -> dict:
+    """`scripts/benchmark.py`: every job, the table printed, benchmark.json in the run directory."""
+    with tempfile.TemporaryDirectory(prefix="benchmark_") as work_dir:
+        results = run_benchmark(cfg, Path(work_dir))
+    output = write_json(Path(cfg.paths.output_dir) / "benchmark.json", results)
+    print(table(results, list(cfg.jobs)))
+    print(f"(medians of {cfg.repeats} interleaved runs; {output})")
+    return results
