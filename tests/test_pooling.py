@@ -1,4 +1,4 @@
-"""embedlab.pooling.pool against sentence-transformers' Pooling module."""
+"""embedlab.modeling.pooling.pool, every mode, against sentence-transformers' Pooling module."""
 
 import pytest
 import torch
@@ -29,12 +29,12 @@ def reference(tokens, mask, mode):
     return module({"token_embeddings": tokens.clone(), "attention_mask": mask})["sentence_embedding"]
 
 
-def test_modes_are_the_three_supported():
-    assert set(POOLING_MODES) == {"mean", "cls", "max"}
+def test_modes_are_every_sentence_transformers_mode():
+    assert set(POOLING_MODES) == set(Pooling.POOLING_MODES)
 
 
 @pytest.mark.parametrize("left", [False, True], ids=["right_padded", "left_padded"])
-@pytest.mark.parametrize("mode", ["mean", "cls", "max"])
+@pytest.mark.parametrize("mode", POOLING_MODES)
 def test_pool_matches_sentence_transformers(mode, left):
     tokens, mask = padded_batch(left)
     ours = pool(tokens, mask, mode)
@@ -49,6 +49,20 @@ def test_pool_ignores_padding():
     torch.testing.assert_close(pool(tokens, mask, "mean")[row], real.mean(dim=0))
     torch.testing.assert_close(pool(tokens, mask, "max")[row], real.max(dim=0).values)
     torch.testing.assert_close(pool(tokens, mask, "cls")[row], real[0])
+    torch.testing.assert_close(pool(tokens, mask, "lasttoken")[row], real[-1])
+    torch.testing.assert_close(pool(tokens, mask, "mean_sqrt_len_tokens")[row], real.sum(dim=0) / length ** 0.5)
+    weights = torch.arange(1.0, length + 1).unsqueeze(-1)
+    torch.testing.assert_close(pool(tokens, mask, "weightedmean")[row], (real * weights).sum(dim=0) / weights.sum())
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+def test_left_and_right_padding_pool_alike(mode):
+    # The same real tokens, padded on either side: every mode finds them, the last one included.
+    right, right_mask = padded_batch(left=False)
+    left, left_mask = padded_batch(left=True)
+    for row, length in enumerate(LENGTHS):
+        left[row, TOKENS - length:] = right[row, :length]
+    torch.testing.assert_close(pool(left, left_mask, mode), pool(right, right_mask, mode))
 
 
 def test_pool_passes_gradients_only_to_real_tokens():
@@ -59,7 +73,7 @@ def test_pool_passes_gradients_only_to_real_tokens():
     assert (tokens.grad[mask == 1] != 0).all()
 
 
-@pytest.mark.parametrize("mode", ["sum", "Mean", "", "lasttoken"])
+@pytest.mark.parametrize("mode", ["sum", "Mean", "", "last_token"])
 def test_unknown_mode_raises(mode):
     tokens, mask = padded_batch()
     with pytest.raises(ValueError, match="unknown pooling mode"):

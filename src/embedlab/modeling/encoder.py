@@ -1,63 +1,50 @@
-"""The sentence encoder: a Hugging Face backbone, pooling and optional normalisation.
+"""The sentence encoder: a chain of modules (a Hugging Face backbone, pooling, dense layers, normalisation; or a
+static embedding; or a router between such chains), with prompts.
 
 It saves and loads the sentence-transformers folder layout, so a saved model opens unchanged in
-`sentence_transformers.SentenceTransformer` and gives the same embeddings.
+`sentence_transformers.SentenceTransformer` and gives the same embeddings, and a sentence-transformers folder
+loads here with all of its modules.
 """
 
 import contextlib
 import copy
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
-from transformers import AutoModel
 
 from embedlab.errors import ConfigError
+from embedlab.modeling.adapters import attach_adapter
 from embedlab.modeling.batching import in_length_order
 from embedlab.modeling.model_files import (
-    default_max_seq_length,
-    load_pretrained,
     package_version,
     resolve_location,
     save_atomically,
 )
-from embedlab.modeling.pooling import POOLING_MODES, pool
+from embedlab.modeling.modules import (
+    SENTENCE_EMBEDDING,
+    Backbone,
+    Normalize,
+    Pooling,
+    Router,
+    backbones,
+    chain_output_dim,
+    poolings,
+)
+from embedlab.modeling.pooling import checked_mode
 from embedlab.modeling.precision import autocast, weight_dtype
+from embedlab.modeling.st_layout import has_layout, read_modules, write_modules
+from embedlab.modeling.tokenization import pad_on_the_left
 from embedlab.run_folder import write_json
 
-POOLING_DIR = "1_Pooling"
-NORMALIZE_DIR = "2_Normalize"
-# The classic module names: every sentence-transformers release from 2.x to 6.x resolves them.
-ST_TRANSFORMER = "sentence_transformers.models.Transformer"
-ST_POOLING = "sentence_transformers.models.Pooling"
-ST_NORMALIZE = "sentence_transformers.models.Normalize"
+MODEL_CONFIG = "config_sentence_transformers.json"
 # The names sentence-transformers' encode_document tries, in order, for a document prompt.
 PROMPT_ALIASES = {"document": ("document", "passage", "corpus")}
-
-
-@dataclass
-class Tokenize:
-    """The encoder's tokenisation, small enough to send to DataLoader workers without the model."""
-
-    tokenizer: object
-    max_seq_length: int
-    do_lower_case: bool = False
-
-    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return dict(self.tokenizer(self._cased(texts), padding=True, truncation=True, max_length=self.max_seq_length,
-                                   return_tensors="pt"))
-
-    def without_padding(self, texts: list[str]) -> dict[str, list[list[int]]]:
-        """Each text's token ids (and masks) at its own length, to be padded per batch with `tokenizer.pad`."""
-        return dict(self.tokenizer(self._cased(texts), truncation=True, max_length=self.max_seq_length))
-
-    def _cased(self, texts: list[str]) -> list[str]:
-        return [text.lower() for text in texts] if self.do_lower_case else texts
+# The prompt names that are also tasks, which choose a Router's route, as encode_query and encode_document set them.
+TASKS = ("query", "document")
 
 
 class SentenceEncoder(nn.Module):
@@ -70,81 +57,117 @@ class SentenceEncoder(nn.Module):
     use); `default_prompt_name` is the one applied when none is named.
     """
 
-    def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", normalize: bool = False,
-                 max_seq_length: int = 256, do_lower_case: bool = False, truncate_dim: int | None = None,
+    def __init__(self, modules: list[nn.Module], truncate_dim: int | None = None,
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None):
         super().__init__()
-        if pooling not in POOLING_MODES:
-            raise ConfigError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
-        hidden_size = backbone.config.hidden_size
-        if truncate_dim is not None and not 1 <= truncate_dim <= hidden_size:
-            raise ConfigError(f"truncate_dim must be between 1 and the embedding size {hidden_size}, "
+        self.pipeline = nn.ModuleList(modules)
+        if truncate_dim is not None and not 1 <= truncate_dim <= self.embedding_dim:
+            raise ConfigError(f"truncate_dim must be between 1 and the embedding size {self.embedding_dim}, "
                               f"got {truncate_dim}")
-        self.backbone = backbone
-        # BERT-style backbones carry a [CLS] pooler that sentence embeddings never use; frozen, it is kept in the
-        # saved weights unchanged and DDP does not wait for gradients that never come.
-        if isinstance(getattr(backbone, "pooler", None), nn.Module):
-            backbone.pooler.requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.pooling = pooling
-        self.normalize = normalize
-        self.max_seq_length = max_seq_length
-        self.do_lower_case = do_lower_case
         self.truncate_dim = truncate_dim
         self.prompts = dict(prompts or {})
         if default_prompt_name is not None and default_prompt_name not in self.prompts:
             raise ConfigError(f"default_prompt_name '{default_prompt_name}' is not one of the prompts "
                               f"{sorted(self.prompts)}")
         self.default_prompt_name = default_prompt_name
+        if any(pooling.mode == "lasttoken" for pooling in poolings(self.pipeline)):
+            for backbone in backbones(self.pipeline):
+                pad_on_the_left(backbone.tokenizer)
         self.compiled_with_frozen_weights = False
 
     @property
     def embedding_dim(self) -> int:
-        return self.backbone.config.hidden_size
+        return chain_output_dim(self.pipeline)
 
     @property
     def output_dim(self) -> int:
         """The size of the vectors `encode` returns."""
         return self.truncate_dim or self.embedding_dim
 
+    @property
+    def input_module(self) -> nn.Module:
+        return self.pipeline[0]
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The Hugging Face model of a model whose chain starts with one (not a static or routed model)."""
+        if not isinstance(self.input_module, Backbone):
+            raise ConfigError(f"this model starts with a {type(self.input_module).__name__}, not a transformer "
+                              "backbone")
+        return self.input_module.model
+
+    @property
+    def tokenizer(self):
+        return self.input_module.tokenizer
+
+    @property
+    def max_seq_length(self) -> int | None:
+        return getattr(self.input_module, "max_seq_length", None)
+
+    @property
+    def pooling(self) -> str | None:
+        found = poolings(self.pipeline)
+        return found[0].mode if found else None
+
+    @property
+    def normalize(self) -> bool:
+        return isinstance(self.pipeline[-1], Normalize)
+
+    @property
+    def routed(self) -> bool:
+        return isinstance(self.input_module, Router)
+
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
                         max_seq_length: int | None = None, trust_remote_code: bool = False,
-                        truncate_dim: int | None = None) -> "SentenceEncoder":
-        """Load a sentence-transformers folder or a plain Hugging Face checkpoint (local path or hub id).
+                        truncate_dim: int | None = None, gradient_checkpointing: bool = False) -> "SentenceEncoder":
+        """Load a sentence-transformers folder (any chain of the modules in embedlab.modeling.modules) or a plain
+        Hugging Face checkpoint (local path or hub id); a plain checkpoint gets mean pooling unless `pooling` says.
 
-        Arguments left as None keep what the saved model says, or the defaults for a plain checkpoint.
+        Arguments left as None keep what the saved model says. `pooling` replaces the mode of every Pooling module,
+        `normalize` adds or removes a final Normalize, `max_seq_length` applies to every backbone.
+        `gradient_checkpointing` recomputes the backbones' activations in backward: less memory for more compute.
         """
         path = resolve_location(str(name_or_path))
-        saved = _read_sentence_transformers_layout(path) if path is not None else {}
-        location = str(path) if path is not None else str(name_or_path)
-        backbone, tokenizer = load_pretrained(location, AutoModel, trust_remote_code)
-        if max_seq_length is None:
-            max_seq_length = saved.get("max_seq_length") or default_max_seq_length(backbone, tokenizer)
-        return cls(
-            backbone,
-            tokenizer,
-            pooling=pooling or saved.get("pooling", "mean"),
-            normalize=saved.get("normalize", False) if normalize is None else normalize,
-            max_seq_length=int(max_seq_length),
-            do_lower_case=saved.get("do_lower_case", False),
-            truncate_dim=saved.get("truncate_dim") if truncate_dim is None else truncate_dim,
-            prompts=saved.get("prompts"),
-            default_prompt_name=saved.get("default_prompt_name"),
-        )
+        if path is not None and has_layout(path):
+            modules, settings = read_modules(path, trust_remote_code), _read_settings(path)
+        else:
+            backbone = Backbone.load(str(path or name_or_path), trust_remote_code)
+            modules, settings = [backbone, Pooling(backbone.output_dim, pooling or "mean")], {}
+        for module in poolings(modules) if pooling else ():
+            module.mode = checked_mode(pooling)
+        if normalize is not None:
+            modules = modules[:-1] if isinstance(modules[-1], Normalize) else modules
+            modules += [Normalize()] if normalize else []
+        for backbone in backbones(modules):
+            if max_seq_length is not None:
+                backbone.max_seq_length = int(max_seq_length)
+            if gradient_checkpointing:
+                _checkpoint_gradients(backbone.model)
+        return cls(modules, truncate_dim=settings.get("truncate_dim") if truncate_dim is None else truncate_dim,
+                   prompts=settings.get("prompts"), default_prompt_name=settings.get("default_prompt_name"))
 
     load = from_pretrained
 
+    def add_adapter(self, config) -> None:
+        """Train only a fresh PEFT adapter (`config`: a `peft.PeftConfig`, e.g. `peft.LoraConfig(r=16)`) on the
+        backbone; every other weight of the chain is frozen too."""
+        backbone = self.backbone  # a static or routed model has no single backbone to adapt
+        self.requires_grad_(False)
+        self.input_module.model = attach_adapter(backbone, config)
+
     @property
-    def tokenize(self) -> "Tokenize":
-        return Tokenize(self.tokenizer, self.max_seq_length, self.do_lower_case)
+    def tokenize(self):
+        """The tokenisation of training and of inputs without a task (a Router's default route)."""
+        return self.input_module.tokenize
+
+    def tokenize_for(self, task: str | None):
+        return self.input_module.tokenize_for(task) if self.routed else self.tokenize
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        token_embeddings = self.backbone(**features).last_hidden_state
-        embeddings = pool(token_embeddings, features["attention_mask"], self.pooling)
-        if self.normalize:
-            embeddings = F.normalize(embeddings, p=2, dim=-1)
-        return embeddings
+        for module in self.pipeline:
+            features = module(features)
+        return features[SENTENCE_EMBEDDING]
 
     def prompted(self, text: str, prompt_name: str | None = None) -> str:
         """`text` behind the prompt named `prompt_name` (the default prompt when None). A name this model has no
@@ -160,23 +183,24 @@ class SentenceEncoder(nn.Module):
                precision: str = "32-true", prompt_name: str | None = None) -> Tensor:
         """Embed texts in eval mode; returns a CPU float tensor in the order of `texts`.
 
-        `prompt_name` puts that prompt before every text (see `prompted`). `precision="bf16-mixed"` runs the model
-        under bf16 autocast (README, "Speed and benchmarks").
+        `prompt_name` puts that prompt before every text (see `prompted`); "query" and "document" are also the
+        task that picks a Router's route, as in sentence-transformers' `encode_query` and `encode_document`.
+        `precision="bf16-mixed"` runs the model under bf16 autocast (README, "Speed and benchmarks").
         """
         if not texts:
             return torch.empty(0, self.output_dim)
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
+        tokenize = self.tokenize_for(prompt_name if prompt_name in TASKS else None)
         # One call to the fast tokenizer for all texts is quicker than one per batch, and its token counts order
         # the batches more tightly than character counts.
-        encoded = self.tokenize.without_padding([self.prompted(text, prompt_name) for text in texts])
+        encoded = tokenize.without_padding([self.prompted(text, prompt_name) for text in texts])
 
         def embed(indices: list[int]) -> Tensor:
-            features = self.tokenizer.pad({key: [values[i] for i in indices] for key, values in encoded.items()},
-                                          return_tensors="pt")
+            features = tokenize.pad({key: [values[i] for i in indices] for key, values in encoded.items()})
             with autocast(precision, device):
-                embeddings = self({key: value.to(device) for key, value in features.items()})
+                embeddings = self(_to_device(features, device))
             return embeddings[:, :self.output_dim].float().cpu()
 
         with self._frozen_weights_context():
@@ -195,7 +219,8 @@ class SentenceEncoder(nn.Module):
         """
         frozen = copy.deepcopy(self).to(weight_dtype(precision)).eval().requires_grad_(False)
         if compile:
-            frozen.backbone.compile(dynamic=True)
+            for backbone in backbones(frozen.pipeline):
+                backbone.model.compile(dynamic=True)
             frozen.compiled_with_frozen_weights = True
         return frozen
 
@@ -216,6 +241,8 @@ class SentenceEncoder(nn.Module):
         The gradients are those of `forward` over the same mini-batches. Torch's non-reentrant checkpoint does the
         re-running: each parameter's gradient is accumulated once per backward, which DDP's hooks expect.
         """
+        if "attention_mask" not in features:
+            raise ConfigError("mini-batches (GradCache) need a transformer backbone's padded batches")
         rows = features["attention_mask"].shape[0]
         parts = []
         for start in range(0, rows, mini_batch_size):
@@ -223,29 +250,16 @@ class SentenceEncoder(nn.Module):
             parts.append(checkpoint(self, chunk, use_reentrant=False, preserve_rng_state=True))
         return torch.cat(parts)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the sentence-transformers layout atomically: a failed save leaves an older model intact."""
-        return save_atomically(directory, self._write_layout)
+    def save(self, directory: str | os.PathLike, merge_adapters: bool = False) -> Path:
+        """Write the sentence-transformers layout atomically: a failed save leaves an older model intact.
 
-    def _write_layout(self, directory: Path) -> None:
-        self.backbone.save_pretrained(directory, safe_serialization=True)
-        self.tokenizer.save_pretrained(directory)
-        modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
-                   {"idx": 1, "name": "1", "path": POOLING_DIR, "type": ST_POOLING}]
-        if self.normalize:
-            modules.append({"idx": 2, "name": "2", "path": NORMALIZE_DIR, "type": ST_NORMALIZE})
-            (directory / NORMALIZE_DIR).mkdir()
-        write_json(directory / "modules.json", modules)
-        write_json(directory / POOLING_DIR / "config.json", {
-            "word_embedding_dimension": self.embedding_dim,
-            "pooling_mode_cls_token": self.pooling == "cls",
-            "pooling_mode_mean_tokens": self.pooling == "mean",
-            "pooling_mode_max_tokens": self.pooling == "max",
-            "pooling_mode_mean_sqrt_len_tokens": False,
-        })
-        write_json(directory / "sentence_bert_config.json",
-                    {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
-        write_json(directory / "config_sentence_transformers.json", {
+        A backbone with an adapter is saved as the adapter alone (PEFT's layout, naming its base model), or with
+        `merge_adapters` merged into full weights."""
+        return save_atomically(directory, lambda staging: self._write_layout(staging, merge_adapters))
+
+    def _write_layout(self, directory: Path, merge_adapters: bool) -> None:
+        write_modules(directory, list(self.pipeline), merge_adapters)
+        write_json(directory / MODEL_CONFIG, {
             "__version__": {"embedlab": package_version(), "pytorch": torch.__version__},
             "prompts": self.prompts,
             "default_prompt_name": self.default_prompt_name,
@@ -255,52 +269,28 @@ class SentenceEncoder(nn.Module):
         })
 
 
+def _checkpoint_gradients(model: nn.Module) -> None:
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"backbone.gradient_checkpointing: {type(model).__name__} does not support it")
+    # Non-reentrant: it needs no gradient on the inputs, so it also works when an adapter freezes the embeddings.
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _to_device(features: dict, device: torch.device) -> dict:
+    return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in features.items()}
+
+
 def _without_trailing_padding(features: dict[str, Tensor]) -> dict[str, Tensor]:
     """A mini-batch padded to its own longest text: less work, and the attention mask already hid those columns."""
     length = int(features["attention_mask"].any(dim=0).nonzero().max()) + 1
     return {k: v[:, :length] if v.dim() == 2 else v for k, v in features.items()}
 
 
-def _read_sentence_transformers_layout(path: Path) -> dict:
-    modules_file = path / "modules.json"
-    if not modules_file.exists():
+def _read_settings(path: Path) -> dict:
+    """The model-wide settings of config_sentence_transformers.json: prompts and the truncation."""
+    model_config = path / MODEL_CONFIG
+    if not model_config.is_file():
         return {}
-    saved: dict = {}
-    for module in json.loads(modules_file.read_text()):
-        kind = module["type"].rsplit(".", 1)[-1]
-        if kind == "Transformer":
-            if module.get("path", "") not in ("", "."):
-                raise ConfigError(f"{modules_file}: the transformer must sit in the model's root folder")
-        elif kind == "Pooling":
-            saved["pooling"] = _pooling_mode(json.loads((path / module["path"] / "config.json").read_text()))
-        elif kind == "Normalize":
-            saved["normalize"] = True
-        else:
-            raise ConfigError(f"{modules_file}: module type {module['type']!r} is not supported "
-                              "(supported: Transformer, Pooling, Normalize)")
-    st_config = path / "sentence_bert_config.json"
-    if st_config.exists():
-        config = json.loads(st_config.read_text())
-        saved["max_seq_length"] = config.get("max_seq_length")
-        saved["do_lower_case"] = bool(config.get("do_lower_case", False))
-    model_config = path / "config_sentence_transformers.json"
-    if model_config.exists():
-        settings = json.loads(model_config.read_text())
-        saved["truncate_dim"] = settings.get("truncate_dim")
-        saved["prompts"] = settings.get("prompts") or {}
-        saved["default_prompt_name"] = settings.get("default_prompt_name")
-    return saved
-
-
-def _pooling_mode(config: dict) -> str:
-    if "pooling_mode" in config:  # the sentence-transformers 5+ spelling
-        mode = config["pooling_mode"]
-    else:
-        flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
-        chosen = [mode for mode, key in flags.items() if config.get(key)]
-        if len(chosen) != 1 or config.get("pooling_mode_mean_sqrt_len_tokens"):
-            raise ConfigError(f"pooling config {config} is not one of {', '.join(POOLING_MODES)}")
-        mode = chosen[0]
-    if mode not in POOLING_MODES:
-        raise ConfigError(f"saved pooling mode {mode!r} is not supported; choose one of {', '.join(POOLING_MODES)}")
-    return mode
+    settings = json.loads(model_config.read_text())
+    return {"truncate_dim": settings.get("truncate_dim"), "prompts": settings.get("prompts") or {},
+            "default_prompt_name": settings.get("default_prompt_name")}

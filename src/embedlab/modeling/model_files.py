@@ -28,12 +28,14 @@ def resolve_location(name_or_path: str) -> Path | None:
     return None
 
 
-def load_pretrained(location: str, auto_class, trust_remote_code: bool, **model_kwargs):
-    """A Hugging Face model (through `auto_class`, in float32) and its tokenizer, with one-line errors."""
+def load_pretrained(location: str, auto_class, trust_remote_code: bool, tokenizer_location: str | None = None,
+                    **model_kwargs):
+    """A Hugging Face model (through `auto_class`, in float32) and its tokenizer (from `tokenizer_location` when
+    it lives elsewhere), with one-line errors."""
     try:
         model = auto_class.from_pretrained(location, trust_remote_code=trust_remote_code, dtype=torch.float32,
                                            **model_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_location or location, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise ConfigError(f"could not load backbone '{location}': {first_line(error)}. Offline? Set "
                           "backbone.name_or_path to a local model folder.") from error
