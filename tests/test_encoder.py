@@ -1,5 +1,6 @@
 """SentenceEncoder: the sentence-transformers folder layout both ways, encode order, atomic save."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sentence_transformers import SentenceTransformer, models
 
 from embedlab.errors import ConfigError
 from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.pooling import POOLING_MODES
 
 ATOL = 1e-5
 # Short enough that the longest fixture sentence (11 words + [CLS]/[SEP]) is truncated: both sides must agree on it.
@@ -21,8 +23,7 @@ def encode_with_sentence_transformers(path, sentences) -> torch.Tensor:
     return model.encode(sentences, convert_to_tensor=True).cpu().float()
 
 
-@pytest.mark.parametrize("normalize", [False, True], ids=["raw", "normalized"])
-@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+@pytest.mark.parametrize("pooling, normalize", [(mode, i % 2 == 1) for i, mode in enumerate(POOLING_MODES)])
 def test_saved_model_opens_in_sentence_transformers(tiny_model_dir, sentences, tmp_path, pooling, normalize):
     encoder = SentenceEncoder.from_pretrained(tiny_model_dir, pooling=pooling, normalize=normalize,
                                               max_seq_length=MAX_SEQ_LENGTH)
@@ -43,10 +44,9 @@ def test_saved_model_opens_in_sentence_transformers(tiny_model_dir, sentences, t
 def test_pooling_modes_give_different_embeddings(tiny_model_dir, sentences):
     # Guards the tests above: if every mode produced the same vectors, a mixed-up mode would go unnoticed.
     by_mode = {mode: SentenceEncoder.from_pretrained(tiny_model_dir, pooling=mode).encode(sentences)
-               for mode in ("mean", "cls", "max")}
-    assert not torch.allclose(by_mode["mean"], by_mode["cls"], atol=1e-3)
-    assert not torch.allclose(by_mode["mean"], by_mode["max"], atol=1e-3)
-    assert not torch.allclose(by_mode["cls"], by_mode["max"], atol=1e-3)
+               for mode in POOLING_MODES}
+    for first, second in itertools.combinations(POOLING_MODES, 2):
+        assert not torch.allclose(by_mode[first], by_mode[second], atol=1e-3), (first, second)
 
 
 def test_truncation_changes_long_sentences(tiny_model_dir, sentences):
@@ -74,7 +74,7 @@ def test_save_writes_the_sentence_transformers_layout(tiny_model_dir, tmp_path, 
     assert json.loads((saved / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == "cosine"
 
 
-@pytest.mark.parametrize("pooling, normalize", [("mean", False), ("cls", True), ("max", False)])
+@pytest.mark.parametrize("pooling, normalize", [(mode, i % 2 == 0) for i, mode in enumerate(POOLING_MODES)])
 def test_loads_a_folder_saved_by_sentence_transformers(tiny_model_dir, sentences, tmp_path, pooling, normalize):
     modules = [models.Transformer(tiny_model_dir, max_seq_length=MAX_SEQ_LENGTH), models.Pooling(32, pooling)]
     if normalize:

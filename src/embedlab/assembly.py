@@ -20,7 +20,10 @@ from embedlab.data.base import EmbeddingDataModule
 from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.evaluation.callback import EvaluationCallback
 from embedlab.losses import configured_loss_class
+from embedlab.modeling.hub import push_model
+from embedlab.modeling.model_card import write_model_card
 from embedlab.objectives.callbacks import ThroughputMeter
+from embedlab.objectives.sharding import check_strategy, full_weights
 from embedlab.redaction import loggable_config
 from embedlab.run_folder import LAST_CHECKPOINT, MODEL_DIR, RESULTS_FILE, write_json
 
@@ -80,6 +83,7 @@ def build_evaluation(cfg: DictConfig) -> EvaluationCallback | None:
 def build_run(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = (), evaluate: bool = True) -> Run:
     """The module, the data module and the trainer of a training run; `evaluate=False` leaves the evaluators out."""
     checked_loss_class(cfg)
+    check_strategy(cfg.trainer)
     evaluation = build_evaluation(cfg) if evaluate else None
     eval_inputs = {split: evaluation.inputs(split) for split in ("dev", "test")} if evaluation else {}
     datamodule = build_datamodule(cfg, eval_inputs)
@@ -110,8 +114,9 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     if cfg.save_model == "best":
         load_best(trainer, module)
     # Saved before the final evaluation, so that callbacks of the test stage (the W&B artefact) find the folder.
-    if trainer.is_global_zero:
-        module.save_model(run_dir / MODEL_DIR)
+    with full_weights(trainer):
+        if trainer.is_global_zero:
+            module.save_model(run_dir / MODEL_DIR)
     results = {}
     for metrics in trainer.validate(module, datamodule=datamodule) + trainer.test(module, datamodule=datamodule):
         results.update(metrics)
@@ -120,7 +125,16 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_json(run_dir / RESULTS_FILE, results)
         log.info("results: %s", results)
+        publish_model(run_dir, cfg, datamodule, module)
     return results
+
+
+def publish_model(run_dir: Path, cfg: DictConfig, datamodule: EmbeddingDataModule, module: L.LightningModule) -> None:
+    """The model card beside the saved model, then, with `push_to_hub=<repo id>`, the upload of the folder."""
+    train_rows = len(datamodule.train_rows) if datamodule.train_rows is not None else None
+    write_model_card(run_dir, cfg, train_rows, module.evaluates)
+    if cfg.get("push_to_hub"):
+        log.info("pushed %s to %s", run_dir / MODEL_DIR, push_model(run_dir / MODEL_DIR, cfg.push_to_hub))
 
 
 def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:

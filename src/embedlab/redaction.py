@@ -13,11 +13,16 @@ MIN_SECRET_LENGTH = 8
 REDACTED = "<redacted>"
 
 
+def secret_values() -> list[str]:
+    """The values of the secret-named environment variables (WANDB_API_KEY, HF_TOKEN, ...), longest first."""
+    return sorted((text for name, text in os.environ.items()
+                   if SECRET_NAME.search(name) and len(text) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
 def redact_secrets(value):
     """The value with every secret replaced: values of secret-named keys, and any text holding the value of a
     secret-named environment variable (WANDB_API_KEY, HF_TOKEN, ...), as a config can pull it in via oc.env."""
-    secrets = sorted((text for name, text in os.environ.items()
-                      if SECRET_NAME.search(name) and len(text) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+    secrets = secret_values()
 
     def redact(item, key: str = ""):
         if isinstance(item, dict):

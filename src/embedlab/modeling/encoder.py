@@ -70,9 +70,6 @@ class SentenceEncoder(nn.Module):
             raise ConfigError(f"default_prompt_name '{default_prompt_name}' is not one of the prompts "
                               f"{sorted(self.prompts)}")
         self.default_prompt_name = default_prompt_name
-        if any(pooling.mode == "lasttoken" for pooling in poolings(self.pipeline)):
-            for backbone in backbones(self.pipeline):
-                pad_on_the_left(backbone.tokenizer)
         self.compiled_with_frozen_weights = False
 
     @property
@@ -124,8 +121,9 @@ class SentenceEncoder(nn.Module):
         """Load a sentence-transformers folder (any chain of the modules in embedlab.modeling.modules) or a plain
         Hugging Face checkpoint (local path or hub id); a plain checkpoint gets mean pooling unless `pooling` says.
 
-        Arguments left as None keep what the saved model says. `pooling` replaces the mode of every Pooling module,
-        `normalize` adds or removes a final Normalize, `max_seq_length` applies to every backbone.
+        Arguments left as None keep what the saved model says. `pooling` replaces the mode of every Pooling module
+        (with "lasttoken", tokenizers that name no padding side pad on the left), `normalize` adds or removes a final
+        Normalize, `max_seq_length` applies to every backbone.
         `gradient_checkpointing` recomputes the backbones' activations in backward: less memory for more compute.
         """
         path = resolve_location(str(name_or_path))
@@ -140,6 +138,9 @@ class SentenceEncoder(nn.Module):
             modules = modules[:-1] if isinstance(modules[-1], Normalize) else modules
             modules += [Normalize()] if normalize else []
         for backbone in backbones(modules):
+            # Chosen here rather than read from a saved folder, whose tokenizer keeps the side it was saved with.
+            if pooling == "lasttoken":
+                pad_on_the_left(backbone.tokenizer)
             if max_seq_length is not None:
                 backbone.max_seq_length = int(max_seq_length)
             if gradient_checkpointing:

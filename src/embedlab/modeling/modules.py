@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from transformers import AutoModel
 
 from embedlab.errors import ConfigError
-from embedlab.modeling.adapters import adapter_base, load_adapter, merged
+from embedlab.modeling.adapters import adapter_base, has_adapter, load_adapter, merged
 from embedlab.modeling.model_files import default_max_seq_length, load_pretrained
 from embedlab.modeling.pooling import POOLING_MODES, checked_mode, pool
 from embedlab.modeling.tokenization import (
@@ -47,8 +47,10 @@ class Backbone(nn.Module):
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
         self.do_lower_case = do_lower_case
-        # Decoders take no token_type_ids, which some tokenizers still return.
-        accepted = inspect.signature(model.forward).parameters
+        # Decoders take no token_type_ids, which some tokenizers still return. (A PEFT wrapper's forward takes
+        # anything and hands it to the base model's.)
+        base_model = model.get_base_model() if has_adapter(model) else model
+        accepted = inspect.signature(base_model.forward).parameters
         self.model_inputs = tuple(key for key in MODEL_INPUTS if key in accepted)
         # BERT-style backbones carry a [CLS] pooler that sentence embeddings never use; frozen, it is kept in the
         # saved weights unchanged and DDP does not wait for gradients that never come.

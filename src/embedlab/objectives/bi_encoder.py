@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from embedlab.data.collate import Collator, InputCollator
+from embedlab.errors import ConfigError
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.objectives.optim import OptimizedModule
 
@@ -21,10 +22,11 @@ class BiEncoderModule(OptimizedModule):
     evaluates = "embeddings"
 
     def __init__(self, encoder: SentenceEncoder, loss: nn.Module, lr: float = 2e-5, weight_decay: float = 0.01,
-                 warmup_ratio: float = 0.1, schedule: str = "linear"):
+                 warmup_ratio: float = 0.1, schedule: str = "linear", save_merged: bool = False):
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio, schedule=schedule)
         self.encoder = encoder
         self.loss = loss
+        self.save_merged = save_merged
         # Hugging Face loads backbones in eval mode and Lightning keeps each submodule's mode, so without this
         # dropout would stay off during training.
         self.train()
@@ -32,7 +34,12 @@ class BiEncoderModule(OptimizedModule):
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "BiEncoderModule":
         encoder = SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
-        return cls(encoder, build_loss(cfg, encoder), **cfg.optim)
+        if encoder.routed:
+            raise ConfigError(f"'{cfg.backbone.name_or_path}' routes queries and documents through separate modules; "
+                              "training it needs a route per column, which embedlab does not have")
+        if cfg.get("adapter"):
+            encoder.add_adapter(instantiate(cfg.adapter, _convert_="all"))
+        return cls(encoder, build_loss(cfg, encoder), save_merged=cfg.get("save_merged", False), **cfg.optim)
 
     def make_collator(self, text_columns: list[str], target_column: str | None) -> Collator:
         return Collator(self.encoder.tokenize, text_columns, target_column)
@@ -41,7 +48,7 @@ class BiEncoderModule(OptimizedModule):
         return InputCollator(self.encoder.tokenize, self.encoder.prompted)
 
     def save_model(self, directory) -> None:
-        self.encoder.save(directory)
+        self.encoder.save(directory, merge_adapters=self.save_merged)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # The collator keeps the columns in the order the loss reads them.
