@@ -274,7 +274,11 @@ def _checkpoint_gradients(model: nn.Module) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ConfigError(f"backbone.gradient_checkpointing: {type(model).__name__} does not support it")
     # Non-reentrant: it needs no gradient on the inputs, so it also works when an adapter freezes the embeddings.
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 renamed the switch; releases before it have only the old name.
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _to_device(features: dict, device: torch.device) -> dict:
