@@ -12,10 +12,13 @@ from cli import assert_one_line_error, run_train
 from safetensors.torch import load_file
 
 TESTS_DIR = Path(__file__).resolve().parent
-# 48 STSB rows, or 48 corpus sentences for TSDAE, in batches of 8: 6 steps an epoch, 12 in all; dev every 2 steps.
+# Batches of 8, dev every 2 steps. 48 STSB rows, or 48 corpus sentences for TSDAE: 6 steps an epoch, 12 in all. The
+# mixture of 45 MedQuAD pairs (the training side of its dev split) and 72 NLI triplets: 6 + 9 steps an epoch, 30.
 COMMON = ("data.batch_size=8", "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "seed=7")
 RUNS = {"stsb_cosine": ("experiment=stsb_cosine", *COMMON),
-        "tsdae": ("model=tsdae", "data=corpus", "pooling=cls", "data.min_words=1", *COMMON)}
+        "tsdae": ("model=tsdae", "data=corpus", "pooling=cls", "data.min_words=1", *COMMON),
+        "mixture": ("data=medquad_nli", *COMMON)}
+STEPS = {"stsb_cosine": 12, "tsdae": 12, "mixture": 30}
 RUN = RUNS["stsb_cosine"]
 # Mid-epoch (the second epoch's third step), where a resume must skip the batches already trained on.
 INTERRUPT_AT_STEP = 9
@@ -52,17 +55,17 @@ def paths(tiny_data_dir, tiny_model_dir) -> dict:
     return {"data_dir": tiny_data_dir, "backbone": tiny_model_dir}
 
 
-def uninterrupted_run(tmp_path_factory, paths, run: tuple[str, ...]) -> Path:
+def uninterrupted_run(tmp_path_factory, paths, name: str) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_train(*run, run_dir=run_dir, **paths)
+    result = run_train(*RUNS[name], run_dir=run_dir, **paths)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(train_losses(run_dir)) == 12
+    assert len(train_losses(run_dir)) == STEPS[name]
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, paths) -> Path:
-    return uninterrupted_run(tmp_path_factory, paths, RUN)
+    return uninterrupted_run(tmp_path_factory, paths, "stsb_cosine")
 
 
 @pytest.fixture
@@ -85,7 +88,7 @@ def interrupt(run_dir: Path, signal_name: str, paths: dict, run: tuple[str, ...]
 def test_sigterm_then_resume_gives_the_uninterrupted_result(name, tmp_path, tmp_path_factory, paths,
                                                            signal_callback_importable):
     run = RUNS[name]
-    uninterrupted = uninterrupted_run(tmp_path_factory, paths, run)
+    uninterrupted = uninterrupted_run(tmp_path_factory, paths, name)
     run_dir = tmp_path / "interrupted"
     interrupt(run_dir, "SIGTERM", paths, run)
     # The same seed: the steps before the interruption are bit-identical to the uninterrupted run's.

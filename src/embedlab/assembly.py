@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from embedlab.data.base import EmbeddingDataModule
 from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.evaluation.callback import EvaluationCallback
-from embedlab.losses import configured_loss_class
+from embedlab.losses.signature import configured_loss_class, configured_losses
 from embedlab.objectives.callbacks import ThroughputMeter
 from embedlab.redaction import loggable_config
 from embedlab.run_folder import LAST_CHECKPOINT, MODEL_DIR, RESULTS_FILE, write_json
@@ -49,14 +49,19 @@ def config_choice(cfg: DictConfig, group: str) -> str:
 
 
 def checked_loss_class(cfg: DictConfig) -> type:
-    """The class declaring the configured loss, which must consume what the model produces (read from the config
-    alone, before anything loads)."""
+    """The class declaring the configured loss (the first source's, for a mixture of sources); every source's loss
+    must consume what the model produces. Read from the config alone, before anything loads."""
     model_class = get_class(cfg.model._target_)
-    loss_class = configured_loss_class(cfg.loss)
-    if loss_class.consumes != model_class.produces:
-        raise ConfigError(f"loss '{config_choice(cfg, 'loss')}' consumes {loss_class.consumes} but model "
-                          f"'{config_choice(cfg, 'model')}' produces {model_class.produces}")
-    return loss_class
+    loss_classes = {source: configured_loss_class(loss) for source, loss in configured_losses(cfg).items()}
+    for source, loss_class in loss_classes.items():
+        if loss_class.consumes != model_class.produces:
+            name = config_choice(cfg, "loss") if len(loss_classes) == 1 else f"data.losses.{source}"
+            raise ConfigError(f"loss '{name}' consumes {loss_class.consumes} but model "
+                              f"'{config_choice(cfg, 'model')}' produces {model_class.produces}")
+    if len(loss_classes) > 1 and model_class.evaluates != "embeddings":
+        raise ConfigError(f"model '{config_choice(cfg, 'model')}' trains one loss; a mixture of sources trains a "
+                          "bi-encoder")
+    return next(iter(loss_classes.values()))
 
 
 def build_datamodule(cfg: DictConfig, eval_inputs: dict | None = None) -> EmbeddingDataModule:

@@ -25,6 +25,11 @@ class OptimizedModule(L.LightningModule):
         return adamw_with_warmup(self, **self.optim)
 
 
+def refuse_prompts(prompts, objective: str) -> None:
+    if prompts:
+        raise ConfigError(f"data.prompts: {objective} reads its texts without prompts, got {dict(prompts)}")
+
+
 def check_schedule(schedule: str) -> str:
     if schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")

@@ -29,6 +29,8 @@ from embedlab.run_folder import CONFIG_FILE, MODEL_DIR, read_results, write_json
 
 log = logging.getLogger(__name__)
 EVALUATION_FILE = "evaluation.json"
+# Each query's figures of the retrieval evaluators (evaluator -> metric -> query id -> value), for paired tests.
+PER_QUERY_FILE = "per_query.json"
 
 
 def run_stage(name: str, overrides: list[str], run_dir: Path) -> dict:
@@ -61,8 +63,19 @@ def evaluate_stage(stage: str, model_path, evaluators: Mapping, run_dir: Path) -
     log.info("stage %s: evaluating %s on %s", stage, model_path, ", ".join(missing))
     new_metrics, _ = run_evaluators(SentenceEncoder.load(model_path), missing)
     metrics.update(new_metrics)
+    per_query_file = run_dir / stage / PER_QUERY_FILE
+    per_query = json.loads(per_query_file.read_text()) if per_query_file.exists() else {}
+    per_query.update({evaluator.name: evaluator.per_query for evaluator in missing.values()
+                      if getattr(evaluator, "per_query", None)})
+    write_json(per_query_file, per_query)
     write_json(cache, metrics)
     return metrics
+
+
+def per_query_figures(run_dir: Path, stage: str) -> dict:
+    """The per-query figures `evaluate_stage` kept for a stage (evaluator -> metric -> query id -> value)."""
+    path = run_dir / stage / PER_QUERY_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def stage_model(run_dir: Path, stage: str) -> Path:
