@@ -55,7 +55,8 @@ def benchmark_retrieval(cfg: DictConfig) -> dict:
     evaluators = {key: instantiate(suite.evaluation[key], _convert_="all") for key in evaluator_keys}
     rows = training_rows(cfg)
     results: dict = {"suite/rows": len(rows), "suite/full": bool(cfg.full)}
-    results.update(prefixed("base", evaluate_stage("base", cfg.model_path, evaluators, run_dir)))
+    # The starting model read at the passage length the recipes train and are saved with.
+    results.update(prefixed("base", evaluate_stage("base", cfg.model_path, evaluators, run_dir, suite.max_seq_length)))
     for recipe in suite.recipes:
         data = recipe_data(cfg, recipe, rows, run_dir)
         for side in SIDES:
