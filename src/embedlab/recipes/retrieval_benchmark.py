@@ -56,7 +56,8 @@ def benchmark_retrieval(cfg: DictConfig) -> dict:
     rows = training_rows(cfg)
     results: dict = {"suite/rows": len(rows), "suite/full": bool(cfg.full)}
     # The starting model read at the passage length the recipes train and are saved with.
-    results.update(prefixed("base", evaluate_stage("base", cfg.model_path, evaluators, run_dir, suite.max_seq_length)))
+    results.update(prefixed("base", evaluate_stage("base", cfg.model_path, evaluators, run_dir, suite.max_seq_length,
+                                                   suite.eval_precision)))
     for recipe in suite.recipes:
         data = recipe_data(cfg, recipe, rows, run_dir)
         for side in SIDES:
@@ -64,7 +65,8 @@ def benchmark_retrieval(cfg: DictConfig) -> dict:
             trained = (train_project(cfg, recipe, data[PROJECT], run_dir) if side == PROJECT
                        else train_reference(cfg, recipe, data[REFERENCE], run_dir / stage))
             results[f"{stage}/train/samples_per_second"] = trained["train/samples_per_second"]
-            results.update(prefixed(stage, evaluate_stage(stage, stage_model(run_dir, stage), evaluators, run_dir)))
+            results.update(prefixed(stage, evaluate_stage(stage, stage_model(run_dir, stage), evaluators, run_dir,
+                                                          precision=suite.eval_precision)))
     dev = evaluators[evaluator_keys[0]].name
     results.update(significance(cfg, dev, run_dir, results))
     write_json(run_dir / "results.json", results)

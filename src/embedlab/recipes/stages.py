@@ -51,10 +51,10 @@ def run_stage(name: str, overrides: list[str], run_dir: Path) -> dict:
 
 
 def evaluate_stage(stage: str, model_path, evaluators: Mapping, run_dir: Path,
-                   max_seq_length: int | None = None) -> dict:
+                   max_seq_length: int | None = None, precision: str = "32-true") -> dict:
     """The evaluators' metrics of one stage's model (read at `max_seq_length` tokens when given, else at its saved
-    length), cached in `<run dir>/<stage>/evaluation.json`; a rerun with more evaluators runs only those the cache
-    lacks."""
+    length; its weights cast to `precision`), cached in `<run dir>/<stage>/evaluation.json`; a rerun with more
+    evaluators runs only those the cache lacks."""
     cache = run_dir / stage / EVALUATION_FILE
     metrics = json.loads(cache.read_text()) if cache.exists() else {}
     missing = {key: evaluator for key, evaluator in evaluators.items()
@@ -63,7 +63,10 @@ def evaluate_stage(stage: str, model_path, evaluators: Mapping, run_dir: Path,
         log.info("stage %s: evaluated before, reusing %s", stage, cache)
         return metrics
     log.info("stage %s: evaluating %s on %s", stage, model_path, ", ".join(missing))
-    new_metrics, _ = run_evaluators(SentenceEncoder.load(model_path, max_seq_length=max_seq_length), missing)
+    encoder = SentenceEncoder.load(model_path, max_seq_length=max_seq_length)
+    if precision != "32-true":
+        encoder = encoder.inference_copy(precision)
+    new_metrics, _ = run_evaluators(encoder, missing)
     metrics.update(new_metrics)
     per_query_file = run_dir / stage / PER_QUERY_FILE
     per_query = json.loads(per_query_file.read_text()) if per_query_file.exists() else {}
