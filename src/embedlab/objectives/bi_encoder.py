@@ -39,6 +39,8 @@ class BiEncoderModule(OptimizedModule):
         # A guide with the encoder's vocabulary and at least its length reads the same token ids; any other
         # tokenises each batch itself.
         self.guide_reads_our_tokens = guide is not None and reads_same_tokens(guide, encoder)
+        # The prompts the training data gave, by prompt name (several sources must agree on each).
+        self.trained_prompts: dict[str, str] = {}
         # Hugging Face loads backbones in eval mode and Lightning keeps each submodule's mode, so without this
         # dropout would stay off during training.
         self.train()
@@ -83,7 +85,12 @@ class BiEncoderModule(OptimizedModule):
         """Tokenises the columns, each behind its prompt: the one given for the column, else the encoder's own for
         the column's role (a query prompt for anchors, a document prompt for positives and negatives). The given
         ones become the encoder's, so that its evaluation and its saved folder use the prompts it trained with."""
-        self.encoder.prompts.update({prompt_name(column): text for column, text in prompts.items()})
+        for column, text in prompts.items():
+            name = prompt_name(column)
+            if self.trained_prompts.setdefault(name, text) != text:
+                raise ConfigError(f"two training sources give the {name} prompt different texts "
+                                  f"({self.trained_prompts[name]!r} and {text!r}): a model keeps one per role")
+            self.encoder.prompts[name] = text
         column_prompts = {column: self.encoder.prompted("", prompt_name(column)) for column in text_columns}
         guide_tokenize = self.guide.tokenize if self.guide is not None and not self.guide_reads_our_tokens else None
         return Collator(self.encoder.tokenize, text_columns, target_column,
