@@ -57,7 +57,7 @@ def test_loss_data_mismatch_fails_before_loading_anything(tmp_path, tiny_data_di
 def test_missing_backbone_path(tmp_path, tiny_data_dir):
     result = run_train("data=stsb", "loss=cosine", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
                        backbone="/no/such/model")
-    assert_one_line_error(result, "backbone path '/no/such/model' does not exist")
+    assert_one_line_error(result, "model path '/no/such/model' does not exist")
 
 
 def test_empty_text_in_a_column(tmp_path, tiny_data_dir, tiny_model_dir):
