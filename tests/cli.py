@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
@@ -68,6 +69,7 @@ def run_here(main, argv: list[str], capfd, monkeypatch) -> Finished:
     finally:
         # Hydra configured logging for the job and holds its config: the next test starts from neither.
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
         for handler in root.handlers[:]:
             if handler not in handlers:
                 root.removeHandler(handler)

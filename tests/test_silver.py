@@ -81,6 +81,7 @@ def test_silver_set_is_cached_and_relabelled_only_when_an_input_changes(tmp_path
     assert len(list((tmp_path / "cache").glob("silver-random-*.jsonl"))) == 2
 
 
+@pytest.mark.slow
 def test_augmented_sbert_pipeline_runs_and_a_resume_skips_done_stages(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
     arguments = {"run_dir": run_dir, "data_dir": tiny_data_dir, "backbone": tiny_model_dir, "timeout": 600}

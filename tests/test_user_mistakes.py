@@ -318,6 +318,7 @@ def test_a_checkpoint_that_is_garbage_or_malicious_is_refused_in_one_line(kind, 
     (["+trainer.max_step=3"], ("trainer.max_step is not a setting of lightning.pytorch.Trainer (did you mean "
                                "trainer.max_steps?)")),
     (["optim.lrr=1e-5"], "there is no key optim.lrr in the config (a typo?"),
+    (["+trainer.enable_progress_bar=false"], "turn the progress display off with callbacks.progress=null instead"),
     (["data=stbs"], "Could not find 'data/stbs'; Available options in 'data': corpus, nli, pairs,"),
     (["optim.lr=[1"], "optim.lr=[1: no viable alternative at input '[1'"),
 ])

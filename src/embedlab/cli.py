@@ -195,12 +195,17 @@ class _Advert(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
+ADVERT = _Advert()
+
+
 def quiet_false_warnings() -> None:
     """Silence what Lightning and torch print that is false, or says nothing, for an embedlab run."""
     # embedlab's sampler skips the batches an interrupted epoch already trained on, so a mid-epoch resume is exact
     # (tests/test_resume.py); Lightning cannot see that and warns of unreliable results.
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
+    # The folder is this run's (claimed_run_folder): a checkpoint already there is its own, saved before a resume.
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
     # Lightning's own pytree helper calls what torch deprecated; nothing the user can change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     # An advertisement for Lightning's cloud logging service, printed by every Trainer; nothing about this run.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_Advert())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(ADVERT)

@@ -119,6 +119,9 @@ def check_training_config(cfg: DictConfig) -> None:
     if cfg.trainer.get("max_epochs") == -1 and cfg.trainer.get("max_steps", -1) == -1:
         raise ConfigError("trainer.max_epochs=-1 trains without end: set trainer.max_steps=N, or trainer.max_epochs "
                           "to a number of epochs")
+    if cfg.trainer.get("enable_progress_bar") is False and (cfg.get("callbacks") or {}).get("progress"):
+        raise ConfigError("trainer.enable_progress_bar=false: turn the progress display off with callbacks.progress=null "
+                          "instead (Lightning refuses a progress callback beside it)")
     for group in INSTANTIATED:
         if group in cfg:
             _check_settings(cfg[group], group)
