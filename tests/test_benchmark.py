@@ -18,6 +18,7 @@ def run_benchmark_script(*overrides: str, run_dir, model_dir, data_dir) -> subpr
     return result
 
 
+@pytest.mark.slow
 def test_benchmark_runs_both_sides_interleaved_and_writes_every_key(tmp_path, tiny_model_dir, tiny_data_dir):
     # fp32 eager on the project's side too, so that the rankings below can be compared exactly: the random tiny
     # model's cosines sit so close together that bf16 reorders some of them.
@@ -36,6 +37,7 @@ def test_benchmark_runs_both_sides_interleaved_and_writes_every_key(tmp_path, ti
         results["encode_bs32/sentence_transformers/test_spearman_cosine"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_full_mode_adds_the_final_quality_of_whole_training_runs(tmp_path, tiny_model_dir, tiny_data_dir):
     run_benchmark_script("repeats=1", "full=true", "jobs=[train_stsb_cosine]", run_dir=tmp_path,
                          model_dir=tiny_model_dir, data_dir=tiny_data_dir)

@@ -171,6 +171,7 @@ def test_blockwise_top_k_equals_a_full_sort():
     assert torch.equal(indices, expected_indices[:, :6])
 
 
+@pytest.mark.slow
 def test_mining_script_writes_rows_that_mnr_training_reads(tmp_path, tiny_data_dir, tiny_model_dir):
     import subprocess
     import sys

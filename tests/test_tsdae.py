@@ -170,6 +170,7 @@ def test_backbone_without_a_causal_lm_form_is_refused(tmp_path):
         build_decoder(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_path, tiny_data_dir, tiny_model_dir):
     data_dir = tmp_path / "data"
     for folder in ("stsbenchmark", "nli_ling_in_loop"):

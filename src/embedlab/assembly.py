@@ -10,25 +10,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from embedlab.config_checks import check_training_config
 from embedlab.data.base import EmbeddingDataModule
 from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.evaluation.callback import EvaluationCallback
 from embedlab.losses.signature import configured_loss_class, configured_losses
-from embedlab.objectives.callbacks import ThroughputMeter
+from embedlab.modeling.model_files import load_checkpoint
+from embedlab.objectives.callbacks import EvaluateAtEnd, ThroughputMeter
 from embedlab.redaction import loggable_config
-from embedlab.run_folder import LAST_CHECKPOINT, MODEL_DIR, RESULTS_FILE, write_json
+from embedlab.run_folder import (
+    LAST_CHECKPOINT,
+    MODEL_DIR,
+    RESULTS_FILE,
+    run_outputs,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(EmbedlabError):
-    """SIGINT or SIGTERM stopped the fit; the checkpoint to resume from is saved."""
+    """SIGINT or SIGTERM stopped the fit; the checkpoint to resume from is saved. The entry point adds how to
+    resume, as it knows the folder a recipe's stage belongs to."""
 
 
 @dataclass
@@ -98,20 +106,24 @@ def build_run(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = (), evaluate:
 
 
 def run_training(cfg: DictConfig) -> dict[str, float]:
-    """Fit, save the model, evaluate it (dev and test) and write results.json; returns the results."""
+    """Fit, save the model, evaluate it (dev and test) and write results.json, the run's last file; returns the
+    results."""
+    check_training_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), run_dir)
     L.seed_everything(cfg.seed, workers=True)
-    run = build_run(cfg)
+    run = build_run(cfg, callbacks=(EvaluateAtEnd(),))
     trainer, module, datamodule = run.trainer, run.module, run.datamodule
+    if trainer.is_global_zero:
+        # Gone before anything of this run is written, so that no reader pairs it with this run's model.
+        (run_dir / RESULTS_FILE).unlink(missing_ok=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(loggable_config(cfg))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
-        raise TrainingInterrupted(f"training interrupted at step {trainer.global_step}; resume with "
-                                  f"ckpt_path=last hydra.run.dir={run_dir}") from None
+        raise TrainingInterrupted(f"training interrupted at step {trainer.global_step}") from None
     if cfg.save_model == "best":
         load_best(trainer, module)
     # Saved before the final evaluation, so that callbacks of the test stage (the W&B artefact) find the folder.
@@ -129,14 +141,18 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
 
 
 def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """The checkpoint to resume from: `last` is this run directory's checkpoints/last.ckpt."""
+    """The checkpoint to resume from (`last` is this run directory's checkpoints/last.ckpt), checked to be one."""
     if ckpt_path is None:
         return None
     path = run_dir / LAST_CHECKPOINT if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
-        hint = (" (ckpt_path=last resumes in the interrupted run's directory: set hydra.run.dir to it)"
-                if ckpt_path == "last" else "")
+        hint = ""
+        if ckpt_path == "last":
+            hint = (" (the run saved none: start it again with overwrite=true)" if run_outputs(run_dir) else
+                    " (resume=<run folder> resumes an interrupted run in its own folder)")
         raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+    if "loops" not in load_checkpoint(path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: {path} holds weights only, no training state to resume from")
     return str(path)
 
 
@@ -145,6 +161,5 @@ def load_best(trainer: L.Trainer, module: L.LightningModule) -> None:
     if not best:
         log.warning("save_model=best but no checkpoint monitored a metric; saving the final model")
         return
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
+    module.load_state_dict(load_checkpoint(best)["state_dict"])
     log.info("restored the best checkpoint %s", best)

@@ -80,6 +80,9 @@ class EmbeddingDataModule(L.LightningDataModule):
             if not self.train_rows:
                 raise DataError(f"data '{self.name}': no training rows in {origin}")
             log.info("data %s: %d %s rows from %s", self.name, len(self.train_rows), self.format, origin)
+            if len(self.train_rows) < self.batch_size:
+                log.warning("data %s: %d training rows, fewer than one batch (data.batch_size=%d): each epoch is one "
+                            "short step", self.name, len(self.train_rows), self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
         sampler = ShardedBatchSampler(

@@ -118,10 +118,12 @@ def label_id(value, label_names: Mapping) -> int | None:
 
 def read_local(path: str, columns: Mapping[str, str | int], delimiter: str | None = None, quoting: str = "minimal",
                header: bool = True, score_range: tuple[float, float] = (0.0, 1.0),
-               on_bad_row: str = "error") -> list[dict]:
+               on_bad_row: str = "error", multiline: bool = False) -> list[dict]:
     """Read a jsonl, csv or tsv file; `columns` maps our names to the file's names (or 0-based indices).
 
-    Scores are rescaled from `score_range` to [0, 1], e.g. STSB's 0-5 or SICK's 1-5.
+    Scores are rescaled from `score_range` to [0, 1], e.g. STSB's 0-5 or SICK's 1-5. A csv or tsv row whose quoted
+    field runs over several lines is a bad row unless `multiline`: far more often than a text with line breaks,
+    it is an unclosed quote that swallowed the rows after it.
     """
     check_policy(on_bad_row)
     path = Path(path)
@@ -129,9 +131,9 @@ def read_local(path: str, columns: Mapping[str, str | int], delimiter: str | Non
         records = ((f"{path}:{line}", text) for line, text in _jsonl_lines(path))
         parse = json_object
     else:
-        table = _read_delimited(path, delimiter or ("," if path.suffix == ".csv" else "\t"), quoting, header)
+        table = _read_delimited(path, delimiter or ("," if path.suffix == ".csv" else "\t"), quoting, header, multiline)
         records = ((f"{path}:{line}", record) for line, record in table)
-        parse = _as_is
+        parse = _read_row
     return _good_rows(records, lambda record, where: row_from_record(parse(record, where), columns, score_range, where),
                       on_bad_row, str(path))
 
@@ -196,26 +198,45 @@ def json_object(text: str, where: str) -> dict:
     return record
 
 
-def _as_is(record: dict, where: str) -> dict:
+class Unreadable(str):
+    """A csv or tsv row the reader could not take apart, and why."""
+
+
+def _read_row(record: dict | Unreadable, where: str) -> dict:
+    if isinstance(record, Unreadable):
+        raise BadRow(f"{where}: {record}")
     return record
 
 
-def _read_delimited(path: Path, delimiter: str, quoting: str, header: bool):
+def _read_delimited(path: Path, delimiter: str, quoting: str, header: bool, multiline: bool = False):
+    """(line, record) per row, numbered by the row's first line; a row that cannot be read comes as Unreadable."""
     check_quoting(quoting)
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter, quoting=QUOTE_MODES[quoting])
         names = next(reader, None) if header else None
-        for row in reader:
-            if not row:
+        while True:
+            first_line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:  # a field over csv's size limit; the reader goes on at the next line
+                yield first_line, Unreadable(f"{error} characters")
                 continue
-            yield reader.line_num, (dict(zip(names, row)) if names is not None else dict(enumerate(row)))
+            if reader.line_num > first_line and not multiline:
+                yield first_line, Unreadable(
+                    f"a quoted field runs on to line {reader.line_num}: an unclosed quote? (a file whose texts hold "
+                    "line breaks needs local.multiline=true)")
+            elif row:
+                yield first_line, (dict(zip(names, row)) if names is not None else dict(enumerate(row)))
 
 
 def row_from_record(record: Mapping, columns: Mapping[str, str | int], score_range, where: str) -> dict:
     row = {}
     for ours, theirs in columns.items():
         if theirs not in record:
-            available = ", ".join(str(key) for key in record)
+            # Shown escaped: the names of a binary file's "header" are no text a log file could hold.
+            available = ", ".join(str(key).encode("utf-8", "backslashreplace").decode() for key in record)
             raise BadRow(f"{where}: missing column '{theirs}' (for '{ours}'); the row has: {available}")
         row[ours] = record[theirs]
     for column, value in row.items():

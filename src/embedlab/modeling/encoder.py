@@ -6,7 +6,6 @@ It saves and loads the sentence-transformers folder layout, so a saved model ope
 
 import contextlib
 import copy
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from embedlab.modeling.model_files import (
     default_max_seq_length,
     load_pretrained,
     package_version,
+    read_json,
     resolve_location,
     save_atomically,
 )
@@ -266,13 +266,16 @@ def _read_sentence_transformers_layout(path: Path) -> dict:
     if not modules_file.exists():
         return {}
     saved: dict = {}
-    for module in json.loads(modules_file.read_text()):
+    modules = read_json(modules_file, list)
+    if not all(isinstance(module, dict) and isinstance(module.get("type"), str) for module in modules):
+        raise ConfigError(f"{modules_file}: not a sentence-transformers module list (a list of objects with a type)")
+    for module in modules:
         kind = module["type"].rsplit(".", 1)[-1]
         if kind == "Transformer":
             if module.get("path", "") not in ("", "."):
                 raise ConfigError(f"{modules_file}: the transformer must sit in the model's root folder")
         elif kind == "Pooling":
-            saved["pooling"] = _pooling_mode(json.loads((path / module["path"] / "config.json").read_text()))
+            saved["pooling"] = _pooling_mode(read_json(path / module.get("path", "") / "config.json"))
         elif kind == "Normalize":
             saved["normalize"] = True
         else:
@@ -280,12 +283,12 @@ def _read_sentence_transformers_layout(path: Path) -> dict:
                               "(supported: Transformer, Pooling, Normalize)")
     st_config = path / "sentence_bert_config.json"
     if st_config.exists():
-        config = json.loads(st_config.read_text())
+        config = read_json(st_config)
         saved["max_seq_length"] = config.get("max_seq_length")
         saved["do_lower_case"] = bool(config.get("do_lower_case", False))
     model_config = path / "config_sentence_transformers.json"
     if model_config.exists():
-        settings = json.loads(model_config.read_text())
+        settings = read_json(model_config)
         saved["truncate_dim"] = settings.get("truncate_dim")
         saved["prompts"] = settings.get("prompts") or {}
         saved["default_prompt_name"] = settings.get("default_prompt_name")

@@ -1,12 +1,15 @@
 """AdamW with linear warmup, then linear decay to zero (`schedule="linear"`) or a constant rate ("constant"),
 the schedules every objective here trains with, and the module base class that configures them."""
 
+import logging
 import math
 
 import lightning as L
 import torch
 
 from embedlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Biases and normalisation weights are not decayed: shrinking them towards zero only hurts.
 NO_WEIGHT_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -46,9 +49,23 @@ def adamw_with_warmup(module: L.LightningModule, lr: float, weight_decay: float,
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     total = max(1, int(module.trainer.estimated_stepping_batches))
     warmup = math.ceil(warmup_ratio * total)
+    if warmup >= total:
+        check_warmup_ends(total, warmup_ratio, warn=module.trainer.is_global_zero)
     factor = SCHEDULES[check_schedule(schedule)]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, warmup, total))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def check_warmup_ends(total: int, warmup_ratio: float, warn: bool = True) -> None:
+    """The warm-up's first step has rate 0: a run of one step would leave the model as it started, and a run that
+    ends within the warm-up never trains at optim.lr."""
+    if total == 1:
+        raise ConfigError(f"the run has 1 optimiser step, and it is the warm-up's first (optim.warmup_ratio="
+                          f"{warmup_ratio:g}), at learning rate 0: the model would not change; train more steps "
+                          "(more rows, trainer.max_epochs, trainer.max_steps) or set optim.warmup_ratio=0")
+    if warn:
+        log.warning("all %d optimiser steps of the run fall within the warm-up (optim.warmup_ratio=%g): the "
+                    "learning rate never reaches optim.lr", total, warmup_ratio)
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:

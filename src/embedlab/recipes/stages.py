@@ -25,10 +25,17 @@ from embedlab.errors import EmbedlabError
 from embedlab.evaluation.runner import run_evaluators
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.redaction import save_config
-from embedlab.run_folder import CONFIG_FILE, MODEL_DIR, read_results, write_json
+from embedlab.run_folder import (
+    CONFIG_FILE,
+    EVALUATION_FILE,
+    LAST_CHECKPOINT,
+    MODEL_DIR,
+    read_results,
+    remove_outputs,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
-EVALUATION_FILE = "evaluation.json"
 # Each query's figures of the retrieval evaluators (evaluator -> metric -> query id -> value), for paired tests.
 PER_QUERY_FILE = "per_query.json"
 
@@ -41,6 +48,12 @@ def run_stage(name: str, overrides: list[str], run_dir: Path) -> dict:
     if done is not None:
         log.info("stage %s: done before, reusing %s", name, stage_dir)
         return done
+    # The stage folders belong to the recipe's run: a stage cut off resumes from its last checkpoint, or starts
+    # afresh without the outputs it left.
+    if (stage_dir / LAST_CHECKPOINT).is_file():
+        overrides = [*overrides, "ckpt_path=last"]
+    else:
+        remove_outputs(stage_dir)
     log.info("stage %s: %s", name, " ".join(overrides))
     cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={stage_dir}"], return_hydra_config=True)
     if str(cfg.trainer.get("strategy", "")).startswith("ddp"):
