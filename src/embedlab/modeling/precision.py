@@ -1,10 +1,23 @@
-"""Lightning's precision names for inference: autocast to a lower-precision dtype, or weights cast to one."""
+"""Lightning's precision names for inference: autocast to a lower-precision dtype, or weights cast to one; and
+`auto`, which picks bf16 where the hardware computes it natively and fp32 elsewhere."""
 
 import contextlib
+import logging
+from pathlib import Path
 
 import torch
 
 from embedlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+AUTO = "auto"
+# What `auto` becomes where bf16 pays: autocast for training, weights cast once for inference.
+AUTO_BF16 = {"training": "bf16-mixed", "inference": "bf16-true"}
+# CPU instructions that compute bf16 natively; without them torch emulates bf16, slower than fp32.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# Ampere and later GPUs have bf16 tensor cores.
+BF16_GPU_CAPABILITY = (8, 0)
+CPU_INFO = Path("/proc/cpuinfo")
 
 AUTOCAST_DTYPES = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 WEIGHT_DTYPES = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
@@ -28,3 +41,39 @@ def weight_dtype(precision: str) -> torch.dtype:
     if precision not in WEIGHT_DTYPES:
         raise ConfigError(f"the weights' precision must be one of {', '.join(WEIGHT_DTYPES)}, got {precision!r}")
     return WEIGHT_DTYPES[precision]
+
+
+def resolve_precision(precision: str, device: str | torch.device, use: str = "training") -> str:
+    """`precision` itself, or for `auto` bf16 (`AUTO_BF16[use]`) where `device` computes bf16 natively and 32-true
+    elsewhere; the choice is logged in one line."""
+    if precision != AUTO:
+        return precision
+    reason = native_bf16(torch.device(device))
+    chosen = AUTO_BF16[use] if reason else "32-true"
+    log.info("precision=auto: %s (%s; precision=32-true gives exact fp32, precision=%s forces bf16)", chosen,
+             reason or f"no native bf16 on {torch.device(device).type}", AUTO_BF16[use])
+    return chosen
+
+
+def native_bf16(device: torch.device) -> str | None:
+    """What computes bf16 natively on `device` ("CPU with avx512_bf16", a GPU's name), or None."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if torch.cuda.get_device_capability(index) >= BF16_GPU_CAPABILITY:
+            return torch.cuda.get_device_name(index)
+        return None
+    if device.type == "cpu":
+        flags = cpu_flags()
+        found = next((flag for flag in BF16_CPU_FLAGS if flag in flags), None)
+        return f"CPU with {found}" if found else None
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this CPU (Linux); empty where /proc/cpuinfo is not there."""
+    if not CPU_INFO.is_file():
+        return set()
+    for line in CPU_INFO.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
