@@ -49,11 +49,12 @@ def test_the_onnx_graph_gives_the_torch_embeddings(prompted_model, onnx_export):
 def test_the_graph_takes_ids_and_mask_and_gives_sentence_embeddings(onnx_export):
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(onnx_export / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(onnx_export / "sentence_embedding.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
     assert [o.name for o in session.get_outputs()] == ["sentence_embedding"]
     # The sentence-transformers layout beside it: a token-embedding graph and the module configs.
-    tokens = onnxruntime.InferenceSession(str(onnx_export / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    tokens = onnxruntime.InferenceSession(str(onnx_export / "onnx" / "model.onnx"),
+                                          providers=["CPUExecutionProvider"])
     assert [o.name for o in tokens.get_outputs()] == ["last_hidden_state"]
     modules = json.loads((onnx_export / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
@@ -63,7 +64,7 @@ def test_the_graph_takes_ids_and_mask_and_gives_sentence_embeddings(onnx_export)
 def test_openvino_int8_stays_close_to_fp32(prompted_model, tmp_path):
     pytest.importorskip("openvino")
     folder = export_encoder(prompted_model, tmp_path / "openvino_int8", format="openvino", quantize="int8")
-    assert (folder / "openvino_model.xml").exists() and (folder / "openvino" / "openvino_model.xml").exists()
+    assert (folder / "sentence_embedding.xml").exists() and (folder / "openvino" / "openvino_model.xml").exists()
     served = ExportedEncoder.load(folder).encode(TEXTS)
     expected = SentenceEncoder.load(prompted_model).encode(TEXTS)
     cosines = torch.nn.functional.cosine_similarity(served, expected)

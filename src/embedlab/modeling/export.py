@@ -2,12 +2,13 @@
 
 `export_encoder` writes a folder that serves without torch (`ExportedEncoder` in embedlab.modeling.exported reads
 it):
-- `model.onnx` (format=onnx) or `openvino_model.xml`/`.bin` (format=openvino): the embedding graph, with the
-  pooling, normalisation and truncation of the model inside it; with quantize=int8 its weights are int8
-  (onnxruntime's dynamic quantisation: activations quantised per batch at run time);
+- `sentence_embedding.onnx` (format=onnx) or `sentence_embedding.xml`/`.bin` (format=openvino): the embedding
+  graph, with the pooling, normalisation and truncation of the model inside it; with quantize=int8 its weights are
+  int8 (onnxruntime's dynamic quantisation: activations quantised per batch at run time);
 - the tokenizer files and `export.json` (what the tokenisation and the prompts need, and what was exported);
 - the sentence-transformers layout around a token-embedding graph, `onnx/model.onnx` or
-  `openvino/openvino_model.xml`, which `SentenceTransformer(dir, backend="onnx")` (or "openvino") loads.
+  `openvino/openvino_model.xml`, which `SentenceTransformer(dir, backend="onnx")` (or "openvino") loads, with
+  sentence-transformers doing the pooling.
 
 The graphs are traced by torch's own exporter (`torch.onnx.export(dynamo=True)`), which needs no optimum and works
 under transformers 5; OpenVINO converts the ONNX file.
@@ -34,7 +35,8 @@ GRAPH_INPUTS = ("input_ids", "attention_mask")
 EMBEDDING_OUTPUT = "sentence_embedding"
 TOKEN_OUTPUT = "last_hidden_state"
 EXPORT_FILE = "export.json"
-GRAPH_FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
+# Not sentence-transformers' own file names, which it would load from the folder's root in place of its graphs.
+GRAPH_FILES = {"onnx": "sentence_embedding.onnx", "openvino": "sentence_embedding.xml"}
 # Where sentence-transformers looks for each backend's graph of token embeddings.
 SENTENCE_TRANSFORMERS_GRAPHS = {"onnx": Path("onnx") / "model.onnx",
                                 "openvino": Path("openvino") / "openvino_model.xml"}
