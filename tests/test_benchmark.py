@@ -10,12 +10,13 @@ from cli import ROOT
 from embedlab.recipes.benchmark import ENCODE_JOBS, TRAIN_JOBS, regressions, summarise
 
 
-def run_benchmark_script(*overrides: str, run_dir, model_dir, data_dir) -> subprocess.CompletedProcess:
+def run_benchmark_script(*overrides: str, run_dir, model_dir, data_dir, timeout: int = 300
+                         ) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "scripts/benchmark.py", f"model_path={model_dir}", f"paths.data_dir={data_dir}",
                f"hydra.run.dir={run_dir}", "train.steps=2", "train.warmup_steps=1", "threads=1", "encode.exports=[]",
                "sentence_transformers.backends=[]", *overrides]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -45,7 +46,7 @@ def test_exports_and_peer_backends_are_sides_of_the_encode_jobs(tmp_path, tiny_m
     result = run_benchmark_script("repeats=1", "jobs=[encode_bs32]", "encode.exports=[onnx_int8]",
                                   "sentence_transformers.backends=[onnx]", f"sentence_transformers.venv={venv}",
                                   "encode.precision=32-true", "encode.compile=false", run_dir=tmp_path,
-                                  model_dir=tiny_model_dir, data_dir=tiny_data_dir)
+                                  model_dir=tiny_model_dir, data_dir=tiny_data_dir, timeout=600)
     results = json.loads((tmp_path / "benchmark.json").read_text())
     sides = ["project_onnx_int8", *(["sentence_transformers_onnx"] if peer else [])]
     for side in sides:

@@ -48,25 +48,28 @@ def resolve_precision(precision: str, device: str | torch.device, use: str = "tr
     elsewhere; the choice is logged in one line."""
     if precision != AUTO:
         return precision
-    reason = native_bf16(torch.device(device))
-    chosen = AUTO_BF16[use] if reason else "32-true"
-    log.info("precision=auto: %s (%s; precision=32-true gives exact fp32, precision=%s forces bf16)", chosen,
-             reason or f"no native bf16 on {torch.device(device).type}", AUTO_BF16[use])
+    native, why = native_bf16(torch.device(device))
+    chosen = AUTO_BF16[use] if native else "32-true"
+    log.info("precision=auto: %s, as %s (precision=32-true for exact fp32, precision=%s to force bf16)", chosen, why,
+             AUTO_BF16[use])
     return chosen
 
 
-def native_bf16(device: torch.device) -> str | None:
-    """What computes bf16 natively on `device` ("CPU with avx512_bf16", a GPU's name), or None."""
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether `device` computes bf16 natively, and why."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
+        name = torch.cuda.get_device_name(index)
         if torch.cuda.get_device_capability(index) >= BF16_GPU_CAPABILITY:
-            return torch.cuda.get_device_name(index)
-        return None
+            return True, f"{name} has bf16 tensor cores"
+        return False, f"{name} is older than Ampere (no bf16 tensor cores)"
     if device.type == "cpu":
         flags = cpu_flags()
         found = next((flag for flag in BF16_CPU_FLAGS if flag in flags), None)
-        return f"CPU with {found}" if found else None
-    return None
+        if found:
+            return True, f"this CPU has {found}"
+        return False, f"this CPU has neither {' nor '.join(BF16_CPU_FLAGS)}"
+    return False, f"bf16 is not chosen automatically on {device.type}"
 
 
 def cpu_flags() -> set[str]:

@@ -2,8 +2,8 @@
 
 A benchmark training job (conf/benchmark.yaml `profile.job`, its settings as the benchmark trains it) runs
 `train.warmup_steps` steps unprofiled, then `profile.steps` steps under torch.profiler. Each operator's own time
-is put in one category: the optimiser (anything under its `step` or `zero_grad`), data (under the data loader's
-`__next__`), matmuls, attention, or other kernels; framework overhead is what is left of the wall time (Python,
+is put in one category: the optimiser (its update and gradient clipping, `zero_grad`), data (under the data
+loader's `__next__`), matmuls, attention (scaled dot-product attention and what runs inside it), or other kernels; framework overhead is what is left of the wall time (Python,
 Lightning, autograd's bookkeeping). The matmuls' floating-point operations, over the wall time and over their
 own time, are set against the best rate of one large matmul of the step's dtype on this machine: the fraction of
 the matmul limit the step reaches. CPU runs only: on a GPU operator times are launch times.
@@ -28,7 +28,8 @@ from embedlab.run_folder import write_json
 log = logging.getLogger("embedlab.profile")
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation"}
 ATTENTION_PREFIX = "aten::_scaled_dot_product"
-OPTIMISER_PREFIX = "Optimizer."
+OPTIMISER_KERNELS = ("aten::_fused_adam", "aten::_foreach_")
+ZERO_GRAD = "Optimizer.zero_grad"
 DATA_PREFIX = "enumerate(DataLoader)"
 CATEGORIES = ("matmuls", "attention", "other kernels", "optimiser", "data", "framework overhead")
 PEAK_SIZE = 2048
@@ -53,20 +54,22 @@ class ProfiledSteps(L.Callback):
 
 
 def category(event) -> str | None:
-    """The category of an operator's own time, or None for what only groups other operators."""
+    """The category of an operator's own time, or None for what only groups other operators. Lightning runs the
+    forward and backward passes inside the optimiser's `step` (as its closure), so the optimiser is told by its
+    kernels (the fused update, gradient clipping's foreach norms) and by `zero_grad`, not by that parent."""
+    ancestors = []
     parent = event.cpu_parent
     while parent is not None:
-        if parent.name.startswith(OPTIMISER_PREFIX):
-            return "optimiser"
-        if parent.name.startswith(DATA_PREFIX):
-            return "data"
-        if parent.name.startswith(ATTENTION_PREFIX):
-            return "attention"
+        ancestors.append(parent.name)
         parent = parent.cpu_parent
+    if event.name.startswith(OPTIMISER_KERNELS) or any(name.startswith(ZERO_GRAD) for name in ancestors):
+        return "optimiser"
+    if any(name.startswith(DATA_PREFIX) for name in ancestors):
+        return "data"
+    if event.name.startswith(ATTENTION_PREFIX) or any(name.startswith(ATTENTION_PREFIX) for name in ancestors):
+        return "attention"
     if event.name in MATMULS:
         return "matmuls"
-    if event.name.startswith(ATTENTION_PREFIX):
-        return "attention"
     return "other kernels" if event.name.startswith("aten::") else None
 
 
