@@ -21,6 +21,7 @@ from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.evaluation.callback import EvaluationCallback
 from embedlab.losses.signature import configured_loss_class, configured_losses
 from embedlab.modeling.model_files import load_checkpoint
+from embedlab.modeling.precision import resolve_precision
 from embedlab.objectives.callbacks import EvaluateAtEnd, ThroughputMeter
 from embedlab.redaction import loggable_config
 from embedlab.run_folder import (
@@ -101,8 +102,17 @@ def build_run(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = (), evaluate:
     configured = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     all_callbacks = [*configured, throughput, *([evaluation] if evaluation else []), *callbacks]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=loggers or False,
+                                     precision=resolve_precision(cfg.trainer.precision, trainer_device(cfg.trainer)))
     return Run(module, datamodule, trainer, throughput)
+
+
+def trainer_device(trainer_cfg: DictConfig) -> str:
+    """The kind of device a trainer config trains on, for choosing its precision."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
 
 
 def run_training(cfg: DictConfig) -> dict[str, float]:

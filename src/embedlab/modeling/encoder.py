@@ -7,6 +7,7 @@ It saves and loads the sentence-transformers folder layout, so a saved model ope
 import contextlib
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,20 @@ class Tokenize:
     def without_padding(self, texts: list[str]) -> dict[str, list[list[int]]]:
         """Each text's token ids (and masks) at its own length, to be padded per batch with `tokenizer.pad`."""
         return dict(self.tokenizer(self._cased(texts), truncation=True, max_length=self.max_seq_length))
+
+    def in_length_order(self, texts: list[str], batch_size: int, embed: Callable[[dict[str, Tensor]], Tensor],
+                        show_progress_bar: bool = False) -> Tensor:
+        """`embed` over padded batches of `texts` cut in order of token count; rows in the order of `texts`."""
+        # One call to the fast tokenizer for all texts is quicker than one per batch, and its token counts order
+        # the batches more tightly than character counts.
+        encoded = self.without_padding(texts)
+
+        def embed_rows(indices: list[int]) -> Tensor:
+            return embed(self.tokenizer.pad({key: [values[i] for i in indices] for key, values in encoded.items()},
+                                            return_tensors="pt"))
+
+        return in_length_order(range(len(texts)), lambda i: len(encoded["input_ids"][i]), batch_size, embed_rows,
+                               "encode", show_progress_bar)
 
     def _cased(self, texts: list[str]) -> list[str]:
         return [text.lower() for text in texts] if self.do_lower_case else texts
@@ -140,8 +155,11 @@ class SentenceEncoder(nn.Module):
         return Tokenize(self.tokenizer, self.max_seq_length, self.do_lower_case)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        token_embeddings = self.backbone(**features).last_hidden_state
-        embeddings = pool(token_embeddings, features["attention_mask"], self.pooling)
+        return self.sentence_embeddings(self.backbone(**features).last_hidden_state, features["attention_mask"])
+
+    def sentence_embeddings(self, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
+        """The backbone's token embeddings pooled (and normalised) into one embedding per text."""
+        embeddings = pool(token_embeddings, attention_mask, self.pooling)
         if self.normalize:
             embeddings = F.normalize(embeddings, p=2, dim=-1)
         return embeddings
@@ -149,11 +167,7 @@ class SentenceEncoder(nn.Module):
     def prompted(self, text: str, prompt_name: str | None = None) -> str:
         """`text` behind the prompt named `prompt_name` (the default prompt when None). A name this model has no
         prompt for adds nothing, as `encode_query` does for a model without a query prompt."""
-        name = self.default_prompt_name if prompt_name is None else prompt_name
-        if name is None:
-            return text
-        found = next((alias for alias in PROMPT_ALIASES.get(name, (name,)) if alias in self.prompts), None)
-        return self.prompts[found] + text if found else text
+        return apply_prompt(self.prompts, self.default_prompt_name, text, prompt_name)
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False,
@@ -168,20 +182,15 @@ class SentenceEncoder(nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        # One call to the fast tokenizer for all texts is quicker than one per batch, and its token counts order
-        # the batches more tightly than character counts.
-        encoded = self.tokenize.without_padding([self.prompted(text, prompt_name) for text in texts])
 
-        def embed(indices: list[int]) -> Tensor:
-            features = self.tokenizer.pad({key: [values[i] for i in indices] for key, values in encoded.items()},
-                                          return_tensors="pt")
+        def embed(features: dict[str, Tensor]) -> Tensor:
             with autocast(precision, device):
                 embeddings = self({key: value.to(device) for key, value in features.items()})
             return embeddings[:, :self.output_dim].float().cpu()
 
         with self._frozen_weights_context():
-            embeddings = in_length_order(range(len(texts)), lambda i: len(encoded["input_ids"][i]), batch_size,
-                                         embed, "encode", show_progress_bar)
+            embeddings = self.tokenize.in_length_order([self.prompted(text, prompt_name) for text in texts],
+                                                       batch_size, embed, show_progress_bar)
         self.train(was_training)
         return embeddings
 
@@ -253,6 +262,17 @@ class SentenceEncoder(nn.Module):
             # Read by sentence-transformers' SentenceTransformer, which then truncates its encode output too.
             **({"truncate_dim": self.truncate_dim} if self.truncate_dim is not None else {}),
         })
+
+
+def apply_prompt(prompts: dict[str, str], default_prompt_name: str | None, text: str,
+                 prompt_name: str | None = None) -> str:
+    """`text` behind the prompt named `prompt_name` (the default prompt when None); a name without a prompt adds
+    nothing."""
+    name = default_prompt_name if prompt_name is None else prompt_name
+    if name is None:
+        return text
+    found = next((alias for alias in PROMPT_ALIASES.get(name, (name,)) if alias in prompts), None)
+    return prompts[found] + text if found else text
 
 
 def _without_trailing_padding(features: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 # Biases and normalisation weights are not decayed: shrinking them towards zero only hurts.
 NO_WEIGHT_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")
 
 
 class OptimizedModule(L.LightningModule):
@@ -45,8 +46,10 @@ def adamw_with_warmup(module: L.LightningModule, lr: float, weight_decay: float,
     for name, parameter in module.named_parameters():
         if parameter.requires_grad:
             (no_decay if name.endswith(NO_WEIGHT_DECAY) else decay).append(parameter)
+    # The fused kernel updates every tensor in one pass over memory, several times faster than the per-tensor
+    # loop on a CPU; it is deterministic, so a seeded run still repeats bit for bit.
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=fused_supported(module))
     total = max(1, int(module.trainer.estimated_stepping_batches))
     warmup = math.ceil(warmup_ratio * total)
     if warmup >= total:
@@ -66,6 +69,12 @@ def check_warmup_ends(total: int, warmup_ratio: float, warn: bool = True) -> Non
     if warn:
         log.warning("all %d optimiser steps of the run fall within the warm-up (optim.warmup_ratio=%g): the "
                     "learning rate never reaches optim.lr", total, warmup_ratio)
+
+
+def fused_supported(module: L.LightningModule) -> bool:
+    """Torch's fused AdamW takes floating-point parameters on the CPU, CUDA and a few other devices."""
+    return all(parameter.is_floating_point() and parameter.device.type in FUSED_DEVICES
+               for parameter in module.parameters() if parameter.requires_grad)
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
