@@ -66,6 +66,21 @@ def tiny_model_dir(tmp_path_factory) -> str:
     return str(model_dir)
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory) -> str:
+    # Imported here, not at the top: tiny_decoders imports this module (its tokenizer learns SENTENCES).
+    from tiny_decoders import save_decoder
+
+    return save_decoder(tmp_path_factory.mktemp("tiny_qwen2"), "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> str:
+    from tiny_decoders import save_decoder
+
+    return save_decoder(tmp_path_factory.mktemp("tiny_llama"), "llama", add_eos_token=True)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models gain nothing from threads, and on a busy machine two threads mostly wait on each other."""
@@ -122,6 +137,7 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     corpus.mkdir()
     (corpus / "hoc_text_concat.txt").write_text("".join(f"{sentence(rng)[:-1]} in study {i}.\n" for i in range(48)))
     write_liveqa_like(root / "medical_liveqa_retrieval", rng)
+    write_medquad_like(root / "medquad", rng)
     snli = root / "nli_snli_mnli_dev_test"
     snli.mkdir()
     test_rows = [f"p{i},{sentence(rng)},{sentence(rng)},{(labels + ['-'])[i % 4]}" for i in range(20)]
@@ -142,3 +158,23 @@ def write_liveqa_like(folder: Path, rng: random.Random, questions: int = 12, ans
     (folder / "All-qrels_LiveQAMed2017-TestQuestions_2479_Judged-Answers.txt").write_text("".join(
         f"{q} {rng.choice(judgements)} A{a}.txt\n" for q in range(1, questions + 1)
         for a in rng.sample(range(answers), 4)))
+
+
+QUESTION_TYPES = ["symptoms", "causes", "treatments"]
+
+
+def write_medquad_like(folder: Path, rng: random.Random, focuses: int = 16) -> None:
+    """MedQuAD's files: (query, answer, answer_id, focus) training rows, several questions per focus, and a
+    corpus.jsonl of every answer plus distractors."""
+    folder.mkdir()
+    rows, corpus = [], []
+    for focus in range(focuses):
+        for qtype in QUESTION_TYPES:
+            answer_id = f"a{focus}-{qtype}"
+            answer = f"The {qtype} of condition {focus}: {sentence(rng)} {sentence(rng)}"
+            rows.append({"query": f"What are the {qtype} of condition {focus} ?", "answer": answer,
+                         "answer_id": answer_id, "focus": f"condition {focus}", "qtype": qtype, "source": "tiny"})
+            corpus.append({"_id": answer_id, "title": f"condition {focus}", "text": answer})
+    corpus += [{"_id": f"d{i}", "title": "", "text": f"{sentence(rng)} {sentence(rng)}"} for i in range(20)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(record) + "\n" for record in corpus))

@@ -18,5 +18,5 @@ class LookupEncoder:
 def trainer_for_data(collate=list, max_steps: int = -1) -> SimpleNamespace:
     """What a data module asks of the trainer it is attached to: one process, no resumed fit loop, and the model's
     collators (here `collate` itself, so batches come out as lists of rows)."""
-    model = SimpleNamespace(make_collator=lambda columns, target: collate, make_eval_collator=lambda: collate)
+    model = SimpleNamespace(make_collator=lambda columns, target, prompts: collate, make_eval_collator=lambda: collate)
     return SimpleNamespace(lightning_module=model, global_rank=0, world_size=1, fit_loop=None, max_steps=max_steps)

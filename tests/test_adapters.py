@@ -41,6 +41,7 @@ def test_an_adapter_on_a_static_model_is_refused(tiny_model_dir, tmp_path):
         SentenceEncoder.load(tmp_path / "static").add_adapter(LoraConfig(r=4))
 
 
+@pytest.mark.slow
 def test_lora_run_changes_only_the_adapter_and_both_saved_forms_load(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
     result = run_train("experiment=nli_mnr", "+adapter=lora", "adapter.r=4", "trainer.max_steps=4",

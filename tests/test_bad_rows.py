@@ -3,7 +3,7 @@
 import logging
 
 import pytest
-from cli import run_train
+from cli import train_here
 
 from embedlab.data import sources
 from embedlab.data.sources import load_source, read_hub, read_local
@@ -119,13 +119,15 @@ def test_unknown_policy_is_a_config_error(tmp_path):
         read_local(crafted_csv(tmp_path), COLUMNS, on_bad_row="ignore")
 
 
-def test_training_run_skips_bad_rows_when_asked(tmp_path, tiny_data_dir, tiny_model_dir):
-    # Stopping is the default, and test_train checks that it reaches the user as one line.
+def test_training_run_skips_bad_rows_when_asked(tmp_path, tiny_data_dir, tiny_model_dir, capfd, monkeypatch):
+    # Stopping is the default, and test_train checks that it reaches the user as one line. The 3 good rows are one
+    # step, trained at the full rate (the warm-up's first step would have rate 0).
     table = crafted_csv(tmp_path)
-    result = run_train("data=pairs", "loss=cosine", f"data.source.local.path={table}",
-                       "+data.source.local.score_range=[0,5]", "data.on_bad_row=skip",
-                       "data.source.local.columns={sentence1: s1, sentence2: s2, score: score}", "trainer.max_steps=1",
-                       run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    result = train_here(capfd, monkeypatch, "data=pairs", "loss=cosine", f"data.source.local.path={table}",
+                        "+data.source.local.score_range=[0,5]", "data.on_bad_row=skip", "optim.warmup_ratio=0",
+                        "data.source.local.columns={sentence1: s1, sentence2: s2, score: score}",
+                        "trainer.max_steps=1", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
+                        backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     log = (tmp_path / "run" / "train.log").read_text()
     assert "skipped 5 malformed rows of 8 (on_bad_row=skip)" in log

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from cli import assert_one_line_error, run_train
+from cli import assert_one_line_error, run_train, train_here
 
 from embedlab.modeling.cross_encoder import CrossEncoder
 
@@ -56,6 +56,7 @@ def test_rank_needs_a_single_score(tiny_model_dir):
         model.rank("a query", ["a document"])
 
 
+@pytest.mark.slow
 def test_cross_encoder_stsb_run_trains_saves_and_loads_in_sentence_transformers(tmp_path, tiny_data_dir,
                                                                                tiny_model_dir):
     run_dir = tmp_path / "run"
@@ -73,6 +74,7 @@ def test_cross_encoder_stsb_run_trains_saves_and_loads_in_sentence_transformers(
                            untrained.model.bert.embeddings.word_embeddings.weight)
 
 
+@pytest.mark.slow
 def test_nli_classification_run_reports_accuracy_and_f1(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
     result = run_train("experiment=cross_encoder_nli", "eval_every_n_steps=3",
@@ -84,7 +86,7 @@ def test_nli_classification_run_reports_accuracy_and_f1(tmp_path, tiny_data_dir,
     assert CrossEncoder.load(run_dir / "model").num_labels == 3
 
 
-def test_embedding_loss_on_a_cross_encoder_fails_at_start_up(tmp_path, tiny_data_dir):
-    result = run_train("model=cross_encoder", "loss=mnr", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
-                       backbone="/no/such/model")
+def test_embedding_loss_on_a_cross_encoder_fails_at_start_up(tmp_path, tiny_data_dir, capfd, monkeypatch):
+    result = train_here(capfd, monkeypatch, "model=cross_encoder", "loss=mnr", run_dir=tmp_path / "run",
+                        data_dir=tiny_data_dir, backbone="/no/such/model")
     assert_one_line_error(result, "loss 'mnr' consumes embeddings but model 'cross_encoder' produces pair_logits")

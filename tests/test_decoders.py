@@ -7,8 +7,12 @@ import pytest
 import torch
 from cli import run_train
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-from tiny_decoders import HIDDEN, save_decoder, tiny_llama_dir, tiny_qwen2_dir  # noqa: F401 -- fixtures
+from sentence_transformers.sentence_transformer.modules import (
+    Normalize,
+    Pooling,
+    Transformer,
+)
+from tiny_decoders import HIDDEN, save_decoder
 
 from embedlab.modeling.encoder import SentenceEncoder
 
@@ -85,6 +89,7 @@ def test_attention_is_what_the_checkpoint_says(tmp_path, is_causal):
                                longer, rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_a_decoder_trains_with_mnr_and_keeps_its_prompts(tmp_path, tiny_data_dir, tiny_qwen2_dir):
     start = tmp_path / "start"
     SentenceTransformer(modules=[Transformer(tiny_qwen2_dir), Pooling(HIDDEN, "lasttoken"), Normalize()],

@@ -52,6 +52,7 @@ def worker(rank: int, port: int, columns: int, symmetric: bool, out: str) -> Non
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("columns,symmetric", [(2, False), (3, False), (2, True)])
 def test_gathered_negatives_match_one_process_with_the_whole_batch(tmp_path, columns, symmetric):
     out = str(tmp_path / "result")
@@ -116,6 +117,7 @@ def cached_worker(rank: int, port: int, model_dir: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_cached_mnr_on_two_processes_matches_mnr_on_the_whole_batch(tmp_path, tiny_model_dir):
     out = str(tmp_path / "result")
     mp.spawn(cached_worker, args=(free_port(), tiny_model_dir, out), nprocs=WORLD)

@@ -1,7 +1,7 @@
 """The unlabelled corpus (data=corpus): reading lines or splitting documents, length filters, deduplication, and bad input."""
 
 import pytest
-from cli import assert_one_line_error, run_train
+from cli import assert_one_line_error, train_here
 from fakes import trainer_for_data
 from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.data import _set_sampler_epoch
@@ -106,11 +106,12 @@ def test_bad_corpus_stops_with_one_clear_error(tmp_path, content, expected):
         data.setup("fit")
 
 
-def test_non_utf8_corpus_is_one_line_from_the_command_line(tmp_path, tiny_data_dir, tiny_model_dir):
+def test_non_utf8_corpus_is_one_line_from_the_command_line(tmp_path, tiny_data_dir, tiny_model_dir, capfd,
+                                                           monkeypatch):
     corpus = tmp_path / "latin1.txt"
     corpus.write_bytes("les résultats sont très bons ici\n".encode("latin-1"))
-    result = run_train("model=tsdae", "data=corpus", f"data.path={corpus}", run_dir=tmp_path / "run",
-                       data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    result = train_here(capfd, monkeypatch, "model=tsdae", "data=corpus", f"data.path={corpus}",
+                        run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert_one_line_error(result, f"{corpus}: not UTF-8 text")
 
 

@@ -188,6 +188,7 @@ def test_inference_copy_casts_the_weights_once_and_leaves_the_original_alone(tin
     torch.testing.assert_close(half.encode(sentences, batch_size=4), embeddings, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_compiled_inference_copy_gives_the_eager_copy_embeddings(tiny_model_dir, sentences):
     encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
     eager = encoder.inference_copy("32-true").encode(sentences, batch_size=3)

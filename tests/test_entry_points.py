@@ -1,21 +1,27 @@
 """Every entry point turns a configuration or data error into one `embedlab: error:` line, also when Hydra's
-instantiate wrapped it, and none writes a config with a secret in it."""
+instantiate wrapped it, and none writes a config with a secret in it.
 
-import os
-import subprocess
-import sys
+Each script runs as `python <script>` would run it (its own `__main__`), in the test's process: the errors come
+before any training, so a process of its own would mostly import torch again.
+"""
+
+import runpy
 
 import pytest
-from cli import ROOT, assert_one_line_error
+from cli import ROOT, assert_one_line_error, run_here
 
 SECRET = "hf_entrypoint_secret_value_1234"
 
 
-def run_script(script: str, *arguments: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-           "HF_TOKEN": SECRET}
-    return subprocess.run([sys.executable, script, *arguments], check=False, cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+@pytest.fixture
+def run_script(capfd, monkeypatch):
+    """`run_script(script, *arguments)`: the script's exit status and output, with a secret in the environment."""
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+
+    def run(script: str, *arguments: str):
+        return run_here(lambda: runpy.run_path(str(ROOT / script), run_name="__main__"), [script, *arguments],
+                        capfd, monkeypatch)
+    return run
 
 
 def hydra_cases(model: str, data_dir, run_dir) -> dict:
@@ -43,7 +49,7 @@ def hydra_cases(model: str, data_dir, run_dir) -> dict:
 @pytest.mark.parametrize("script", ["train.py", "scripts/augmented_sbert.py", "scripts/domain_adapt.py",
                                     "scripts/evaluate.py", "scripts/benchmark.py", "scripts/mine_hard_negatives.py"])
 def test_hydra_entry_points_report_a_wrapped_config_error_in_one_line(script, tmp_path, tiny_data_dir,
-                                                                      tiny_model_dir):
+                                                                      tiny_model_dir, run_script):
     run_dir = tmp_path / "run"
     arguments, expected = hydra_cases(tiny_model_dir, tiny_data_dir, run_dir)[script]
     result = run_script(script, *arguments)
@@ -63,6 +69,6 @@ def test_hydra_entry_points_report_a_wrapped_config_error_in_one_line(script, tm
     ("scripts/synthesize_corpus.py", ["--data-dir", "{empty}", "--out", "{empty}/out"], "no stsbenchmark/sts-test.csv"),
 ])
 def test_plain_argument_entry_points_report_errors_in_one_line(script, arguments, expected, tmp_path,
-                                                               tiny_model_dir):
+                                                               tiny_model_dir, run_script):
     filled = [argument.format(empty=tmp_path, model=tiny_model_dir) for argument in arguments]
     assert_one_line_error(run_script(script, *filled), expected)

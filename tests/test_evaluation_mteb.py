@@ -46,3 +46,21 @@ def test_encoder_satisfies_mteb_protocol_and_embeds_in_order(tiny_model_dir):
     embeddings = adapter.encode(batches, task_metadata=None, hf_split="test", hf_subset="default")
     assert embeddings.shape == (3, 32)
     assert torch.allclose(torch.from_numpy(embeddings), encoder.encode(texts), atol=1e-6)
+
+
+def test_mteb_prompt_types_choose_the_encoders_query_and_document_prompts(tiny_model_dir):
+    encoder = SentenceEncoder.from_pretrained(tiny_model_dir)
+    encoder.prompts = {"query": "query: ", "passage": "passage: "}
+    adapter = MtebEncoder(encoder)
+    texts = ["a dog", "a cat sleeps"]
+    batches = torch.utils.data.DataLoader([{"text": text} for text in texts], batch_size=2)
+
+    def embed(prompt_type):
+        return torch.from_numpy(adapter.encode(batches, task_metadata=None, hf_split="test", hf_subset="default",
+                                               prompt_type=prompt_type))
+
+    assert torch.allclose(embed(mteb.types.PromptType.query), encoder.encode(["query: a dog", "query: a cat sleeps"]),
+                          atol=1e-6)
+    assert torch.allclose(embed(mteb.types.PromptType.document),
+                          encoder.encode(["passage: a dog", "passage: a cat sleeps"]), atol=1e-6)
+    assert torch.allclose(embed(None), encoder.encode(texts), atol=1e-6)

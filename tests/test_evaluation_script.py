@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli import run_here
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from test_evaluation_retrieval import write_liveqa
 
+from embedlab.cli import entry_point
 from embedlab.evaluation.datasets import ScoredPairs
+from embedlab.evaluation.job import evaluate
 from embedlab.evaluation.sts import STSEvaluator
 from embedlab.modeling.encoder import SentenceEncoder
 
@@ -61,6 +64,7 @@ def run_evaluate(*overrides: str) -> subprocess.CompletedProcess:
                           check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_default_evaluation_writes_every_suite(tiny_model_dir, tiny_data_dir, tmp_path):
     run = run_evaluate(f"model_path={tiny_model_dir}", f"paths.data_dir={tiny_data_dir}",
                        f"hydra.run.dir={tmp_path}", "threads=1", "batch_size=4", "evaluation.latency.repeats=1",
@@ -89,6 +93,7 @@ def test_the_default_evaluation_writes_every_suite(tiny_model_dir, tiny_data_dir
         assert bar in run.stderr, f"no progress bar {bar!r}"
 
 
+@pytest.mark.slow
 def test_precision_sets_the_dtype_of_the_weights_that_are_timed(tiny_model_dir, tiny_data_dir, tmp_path):
     figures = {}
     for precision in ("32-true", "bf16-true"):
@@ -103,9 +108,10 @@ def test_precision_sets_the_dtype_of_the_weights_that_are_timed(tiny_model_dir, 
     assert figures["bf16-true"]["latency/dtype"] == "bfloat16"
 
 
-def test_missing_data_stops_in_one_line_before_the_model_loads(tmp_path):
-    run = run_evaluate("evaluation=sts", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
-                       "model_path=/no/such/model")
+def test_missing_data_stops_in_one_line_before_the_model_loads(tmp_path, capfd, monkeypatch):
+    run = run_here(entry_point("evaluate")(evaluate), ["evaluate.py", "evaluation=sts", f"paths.data_dir={tmp_path}",
+                                                       f"hydra.run.dir={tmp_path / 'run'}", "model_path=/no/such/model"],
+                   capfd, monkeypatch)
     assert run.returncode == 1
     last_line = run.stderr.strip().splitlines()[-1]
     assert last_line.startswith("embedlab: error: STS evaluation: no file at ") and "sts-test.csv" in last_line

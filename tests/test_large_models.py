@@ -3,10 +3,9 @@ strategies, which torch's FSDP runs on GPUs only."""
 
 import pytest
 import torch
-from torch import nn
 from hydra import compose, initialize_config_dir
 from peft import LoraConfig
-from tiny_decoders import tiny_qwen2_dir  # noqa: F401 -- fixture
+from torch import nn
 
 from embedlab.config import CONF_DIR
 from embedlab.errors import ConfigError

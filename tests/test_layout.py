@@ -12,7 +12,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 # Lowest first: what each folder may import is everything above it in this list.
 LAYERS = [
     ["embedlab", "embedlab.errors"],
-    ["embedlab.config", "embedlab.distributed", "embedlab.redaction", "embedlab.run_folder"],
+    ["embedlab.config", "embedlab.config_checks", "embedlab.distributed", "embedlab.redaction", "embedlab.run_folder"],
     ["embedlab.modeling"],
     ["embedlab.losses"],
     ["embedlab.data"],
@@ -20,6 +20,7 @@ LAYERS = [
     ["embedlab.objectives"],
     ["embedlab.assembly"],
     ["embedlab.recipes"],
+    ["embedlab.resume"],
     ["embedlab.cli", "embedlab.sweeps"],
     ["embedlab.train", "hydra_plugins"],
 ]

@@ -16,6 +16,7 @@ from embedlab.modeling.model_card import PACKAGED_MINILM_ID, hub_id
 SECRET = "hf_not_really_a_token_0123456789"
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_card_and_pushes_the_model_without_secrets(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
     with FakeHub() as hub:

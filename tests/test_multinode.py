@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from cli import ROOT
 from test_distributed import free_port
 
@@ -23,6 +24,7 @@ def launch_node(node_rank: int, port: int, run_dir, data_dir, backbone) -> subpr
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_two_nodes_through_torchrun_train_with_world_size_two(tmp_path, tiny_data_dir, tiny_model_dir):
     port = free_port()
     run_dirs = [tmp_path / f"node{rank}" for rank in range(NODES)]

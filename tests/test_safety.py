@@ -97,6 +97,7 @@ def test_backbone_configs_do_not_trust_remote_code():
         assert "trust_remote_code: false" in config.read_text(), config.name
 
 
+@pytest.mark.slow
 def test_wandb_run_logs_its_dashboard_and_no_secret(tmp_path, tiny_data_dir, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", FAKE_WANDB_KEY)
     monkeypatch.setenv("HF_TOKEN", FAKE_HF_TOKEN)

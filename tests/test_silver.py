@@ -81,7 +81,8 @@ def test_silver_set_is_cached_and_relabelled_only_when_an_input_changes(tmp_path
     assert len(list((tmp_path / "cache").glob("silver-random-*.jsonl"))) == 2
 
 
-def test_augmented_sbert_pipeline_runs_and_a_rerun_skips_done_stages(tmp_path, tiny_data_dir, tiny_model_dir):
+@pytest.mark.slow
+def test_augmented_sbert_pipeline_runs_and_a_resume_skips_done_stages(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
     arguments = {"run_dir": run_dir, "data_dir": tiny_data_dir, "backbone": tiny_model_dir, "timeout": 600}
     result = run_train("experiment=augsbert_stsb", "augsbert.gold_size=20", **arguments)
@@ -96,7 +97,8 @@ def test_augmented_sbert_pipeline_runs_and_a_rerun_skips_done_stages(tmp_path, t
         assert (run_dir / stage / "model" / "config.json").exists()
     assert "Augmented SBERT" in result.stdout
 
-    rerun = run_train("experiment=augsbert_stsb", "augsbert.gold_size=20", **arguments)
+    # The recipe resumes by its folder; its stages that finished are reused.
+    rerun = run_train(f"resume={run_dir}", **arguments)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stdout.count("done before, reusing") == 3
     assert json.loads((run_dir / "results.json").read_text()) == results

@@ -3,6 +3,7 @@ writes loads here with the same embeddings, and the folder embedlab writes back 
 the same embeddings."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -147,4 +148,17 @@ def test_an_activation_outside_torch_is_refused(tiny_model_dir, tmp_path):
     config_file = tmp_path / "model" / "2_Dense" / "config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "activation_function": "os.system"}))
     with pytest.raises(ConfigError, match="activation_function 'os.system' is not a torch.nn module"):
+        SentenceEncoder.load(tmp_path / "model")
+
+
+@pytest.mark.parametrize("entries, expected", [
+    ({"0": {"type": "Transformer"}}, "holds a JSON dict, not the list expected there"),
+    (["Transformer", "Pooling"], "not a sentence-transformers module list (a list of objects with a type)"),
+    ([{"type": "Transformer", "path": ""}, {"type": "Pooling", "path": "../elsewhere"}],
+     "module folder '../elsewhere' lies outside the model"),
+])
+def test_a_modules_json_that_is_no_module_list_is_one_line(tiny_model_dir, tmp_path, entries, expected):
+    SentenceEncoder.load(tiny_model_dir).save(tmp_path / "model")
+    (tmp_path / "model" / "modules.json").write_text(json.dumps(entries))
+    with pytest.raises(ConfigError, match=re.escape(expected)):
         SentenceEncoder.load(tmp_path / "model")

@@ -2,7 +2,7 @@ import json
 import logging
 
 import pytest
-from cli import assert_one_line_error, run_train
+from cli import assert_one_line_error, train_here
 from fakes import trainer_for_data
 
 from embedlab.data.sources import BadRow
@@ -102,17 +102,17 @@ def test_streaming_without_max_steps_is_a_config_error(tmp_path):
         module.setup("fit")
 
 
-def test_cli_trains_a_few_steps_on_a_streamed_jsonl(tmp_path, tiny_model_dir, tiny_data_dir):
+def test_cli_trains_a_few_steps_on_a_streamed_jsonl(tmp_path, tiny_model_dir, tiny_data_dir, capfd, monkeypatch):
     path = write_pairs(tmp_path / "pairs.jsonl", 40)
     overrides = ["data=pairs", "loss=mnr", "data.streaming=true", f"data.source.local.path={path}",
                  "data.source.local.columns={anchor: query, positive: doc}", "eval_every_n_steps=10"]
-    result = run_train(*overrides, "trainer.max_steps=3", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
-                       backbone=tiny_model_dir)
+    paths = {"data_dir": tiny_data_dir, "backbone": tiny_model_dir}
+    result = train_here(capfd, monkeypatch, *overrides, "trainer.max_steps=3", run_dir=tmp_path / "run", **paths)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "`max_steps=3` reached" in result.stderr + result.stdout, result.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert "test/stsb/spearman_cosine" in results
     assert (tmp_path / "run" / "model" / "modules.json").exists()
 
-    missing = run_train(*overrides, run_dir=tmp_path / "no_steps", data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    missing = train_here(capfd, monkeypatch, *overrides, run_dir=tmp_path / "no_steps", **paths)
     assert_one_line_error(missing, "set trainer.max_steps=N")

@@ -1,12 +1,18 @@
-"""Sweeps: a resumable Optuna study of tiny runs, plain grids, and the summary written at the end."""
+"""Sweeps: a resumable Optuna study of tiny runs with pruning, plain grids, and the summary written at the end."""
 
 import csv
 import json
+import os
+from pathlib import Path
 
 import optuna
+import pytest
 from cli import run_train
+from optuna.trial import TrialState
 
-from embedlab.sweeps import existing_trials, sqlite_storage
+from embedlab.sweeps import mark_cut_off_trials_failed
+
+TESTS_DIR = Path(__file__).resolve().parent
 
 METRIC = "dev/stsb/spearman_cosine"
 # A fixed override wins over the search space: the batch size stays 8, the learning rate and warmup are searched.
@@ -23,6 +29,7 @@ def summary(sweep_dir) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_optuna_sweep_writes_one_folder_per_trial_and_resumes(tmp_path, tiny_data_dir, tiny_model_dir):
     sweep_dir = tmp_path / "sweep"
     paths = {"data_dir": tiny_data_dir, "backbone": tiny_model_dir}
@@ -46,15 +53,16 @@ def test_optuna_sweep_writes_one_folder_per_trial_and_resumes(tmp_path, tiny_dat
     assert "resuming study embedlab: 2 of 3 trials done" in resumed.stdout + resumed.stderr
     assert [row["job"] for row in summary(sweep_dir)] == ["0", "1", "2"]
     assert (sweep_dir / "0" / "results.json").read_text() == first_job_results
-    study = optuna.load_study(study_name="embedlab", storage=sqlite_storage(f"sqlite:///{sweep_dir}/optuna.db"))
-    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    study = optuna.load_study(study_name="embedlab", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3
     assert study.best_value == max(float(row[METRIC]) for row in summary(sweep_dir))
 
 
+@pytest.mark.slow
 def test_plain_grid_sweep_summarises_each_combination_and_groups_its_wandb_runs(tmp_path, tiny_data_dir,
                                                                                tiny_model_dir):
     sweep_dir = tmp_path / "grid"
-    result = sweep(sweep_dir, "loss=cosine,cosent", "optimized_metric=" + METRIC, "trainer.max_steps=1",
+    result = sweep(sweep_dir, "loss=cosine,cosent", "optimized_metric=" + METRIC, "trainer.max_steps=2",
                    "logger=wandb", "callbacks.wandb_dashboard.log_model_artifact=false",
                    data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -68,11 +76,36 @@ def test_plain_grid_sweep_summarises_each_combination_and_groups_its_wandb_runs(
         assert b"dev/stsb/cosine/positive" in records and b"model.safetensors" not in records
 
 
+class PruneFromTheSecondTrial(optuna.pruners.BasePruner):
+    """Test only: every trial but the first is pruned at its first report."""
+
+    def __init__(self, **settings):
+        self.settings = settings
+
+    def prune(self, study, trial) -> bool:
+        return trial.number >= 1
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_stops_early_and_is_recorded_as_pruned(tmp_path, tiny_data_dir, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
+    sweep_dir = tmp_path / "sweep"
+    # Four steps, dev every two: the second trial reports at step 2 and is pruned there.
+    result = sweep(sweep_dir, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_steps=4",
+                   "hydra.sweeper.pruner._target_=test_sweeps.PruneFromTheSecondTrial", data_dir=tiny_data_dir,
+                   backbone=tiny_model_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="embedlab", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert list(study.trials[1].intermediate_values) == [2]
+    assert "trial 1 pruned: dev/stsb/spearman_cosine" in result.stdout + result.stderr
+    assert (sweep_dir / "0" / "results.json").is_file() and not (sweep_dir / "1" / "results.json").exists()
+    assert [row["job"] for row in summary(sweep_dir)] == ["0", "1"]
+
+
 def test_a_trial_cut_off_mid_run_is_marked_failed_and_not_counted(tmp_path):
-    storage = sqlite_storage(f"sqlite:///{tmp_path}/optuna.db")
-    study = optuna.create_study(study_name="cut", storage=storage, direction="maximize")
+    study = optuna.create_study(study_name="cut", storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize")
     study.tell(study.ask(), 0.5)
     study.ask()  # its process died: the trial stays RUNNING in the storage
-    trials = existing_trials("cut", storage)
-    assert [trial.state.name for trial in trials] == ["COMPLETE", "FAIL"]
-    assert existing_trials("absent", storage) == []
+    assert mark_cut_off_trials_failed(study) == 1
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "FAIL"]

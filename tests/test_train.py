@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 import torch
-from cli import assert_one_line_error, run_train
+from cli import assert_one_line_error, run_train, train_here
 
 from embedlab.modeling.encoder import SentenceEncoder
 
 
+@pytest.mark.slow
 def test_stsb_cosine_run_writes_the_run_contract(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
     result = run_train("experiment=stsb_cosine", "eval_every_n_steps=2", "logger=csv",
@@ -34,6 +36,7 @@ def test_stsb_cosine_run_writes_the_run_contract(tmp_path, tiny_data_dir, tiny_m
     assert not torch.allclose(ours, untrained, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_mnr_run_with_offline_wandb(tmp_path, tiny_data_dir, tiny_model_dir):
     run_dir = tmp_path / "run"
     result = run_train("loss=mnr", "data=nli", "trainer=ddp_cpu", "trainer.devices=2", "logger=wandb",
@@ -46,47 +49,47 @@ def test_two_process_ddp_mnr_run_with_offline_wandb(tmp_path, tiny_data_dir, tin
     assert (run_dir / "model" / "modules.json").exists()
 
 
-def test_loss_data_mismatch_fails_before_loading_anything(tmp_path, tiny_data_dir):
+def test_loss_data_mismatch_fails_before_loading_anything(tmp_path, tiny_data_dir, capfd, monkeypatch):
     # The backbone does not exist either: the mismatch must be reported first, before any model loads.
-    result = run_train("loss=softmax", "data=stsb", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
-                       backbone="/no/such/model")
+    result = train_here(capfd, monkeypatch, "loss=softmax", "data=stsb", run_dir=tmp_path / "run",
+                        data_dir=tiny_data_dir, backbone="/no/such/model")
     assert_one_line_error(result, "loss 'softmax' needs columns (sentence1, sentence2, label) but data 'stsb' "
                                   "provides (sentence1, sentence2, score)")
 
 
-def test_missing_backbone_path(tmp_path, tiny_data_dir):
-    result = run_train("data=stsb", "loss=cosine", run_dir=tmp_path / "run", data_dir=tiny_data_dir,
-                       backbone="/no/such/model")
-    assert_one_line_error(result, "backbone path '/no/such/model' does not exist")
+def test_missing_backbone_path(tmp_path, tiny_data_dir, capfd, monkeypatch):
+    result = train_here(capfd, monkeypatch, "data=stsb", "loss=cosine", run_dir=tmp_path / "run",
+                        data_dir=tiny_data_dir, backbone="/no/such/model")
+    assert_one_line_error(result, "model path '/no/such/model' does not exist")
 
 
-def test_empty_text_in_a_column(tmp_path, tiny_data_dir, tiny_model_dir):
+def test_empty_text_in_a_column(tmp_path, tiny_data_dir, tiny_model_dir, capfd, monkeypatch):
     table = tmp_path / "pairs.csv"
     table.write_text("s1,s2,score\nthe man runs.,a man runs.,0.9\nthe dog sits.,,0.2\n")
-    result = run_train("data=pairs", "loss=cosine", f"data.source.local.path={table}",
-                       "data.source.local.columns={sentence1: s1, sentence2: s2, score: score}",
-                       run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    result = train_here(capfd, monkeypatch, "data=pairs", "loss=cosine", f"data.source.local.path={table}",
+                        "data.source.local.columns={sentence1: s1, sentence2: s2, score: score}",
+                        run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert_one_line_error(result, "pairs.csv:3: empty or non-text value '' in column 'sentence2'")
 
 
-def test_missing_column(tmp_path, tiny_data_dir, tiny_model_dir):
+def test_missing_column(tmp_path, tiny_data_dir, tiny_model_dir, capfd, monkeypatch):
     table = tmp_path / "pairs.jsonl"
     table.write_text('{"query": "the man runs.", "answer": "a man runs."}\n')
-    result = run_train("data=pairs", "loss=mnr", f"data.source.local.path={table}",
-                       "data.source.local.columns={anchor: query, positive: positive}",
-                       run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    result = train_here(capfd, monkeypatch, "data=pairs", "loss=mnr", f"data.source.local.path={table}",
+                        "data.source.local.columns={anchor: query, positive: positive}",
+                        run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert_one_line_error(result, "missing column 'positive'")
 
 
-def test_no_local_data_and_no_hub_says_how_to_point_at_local_data(tmp_path, tiny_model_dir):
-    result = run_train("data=stsb", "loss=cosine", run_dir=tmp_path / "run", data_dir=tmp_path / "empty",
-                       backbone=tiny_model_dir)
+def test_no_local_data_and_no_hub_says_how_to_point_at_local_data(tmp_path, tiny_model_dir, capfd, monkeypatch):
+    result = train_here(capfd, monkeypatch, "data=stsb", "loss=cosine", run_dir=tmp_path / "run",
+                        data_dir=tmp_path / "empty", backbone=tiny_model_dir)
     assert_one_line_error(result, "paths.data_dir")
 
 
-def test_a_run_without_any_logger(tmp_path, tiny_data_dir, tiny_model_dir):
+def test_a_run_without_any_logger(tmp_path, tiny_data_dir, tiny_model_dir, capfd, monkeypatch):
     # The learning-rate monitor refuses a trainer without a logger, so logger=none must take it away.
-    result = run_train("experiment=stsb_cosine", "logger=none", "trainer.max_steps=2", run_dir=tmp_path / "run",
-                       data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    result = train_here(capfd, monkeypatch, "experiment=stsb_cosine", "logger=none", "trainer.max_steps=2",
+                        run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/stsb/spearman_cosine" in json.loads((tmp_path / "run" / "results.json").read_text())

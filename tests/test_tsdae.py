@@ -93,7 +93,7 @@ def test_decoder_shares_the_encoders_tensors_by_identity(tiny_model_dir):
 def test_training_steps_reduce_the_reconstruction_loss(tiny_model_dir, one_thread):
     torch.manual_seed(0)
     module = tsdae_module(tiny_model_dir)
-    collate = module.make_collator(["text"], None)
+    collate = module.make_collator(["text"], None, {})
     batch = collate([{"text": text, "epoch": 0, "index": index} for index, text in enumerate(TEXTS)])
     optimizer = torch.optim.AdamW(module.parameters(), lr=5e-3)
     module.eval()  # no dropout, so the losses compare the same function
@@ -113,7 +113,7 @@ def test_decoder_dropout_switches_off_for_the_decoder_alone(tiny_model_dir, one_
     module.train()  # as Lightning does after validation
     assert module.training and module.encoder.backbone.training and not module.decoder.training
     assert not any(m.training for m in module.decoder.modules())
-    collate = module.make_collator(["text"], None)
+    collate = module.make_collator(["text"], None, {})
     features = collate([{"text": text, "epoch": 0, "index": i} for i, text in enumerate(TEXTS)])["features"]
     embedding = module.encoder(features["noisy"])[:, None]
     ids = features["text"]["input_ids"]
@@ -170,6 +170,7 @@ def test_backbone_without_a_causal_lm_form_is_refused(tmp_path):
         build_decoder(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_domain_adaptation_pipeline_from_a_plain_bert_reports_every_stage(tmp_path, tiny_data_dir, tiny_model_dir):
     data_dir = tmp_path / "data"
     for folder in ("stsbenchmark", "nli_ling_in_loop"):

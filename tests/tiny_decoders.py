@@ -1,12 +1,9 @@
 """Tiny random decoders (Qwen2, Llama) with a byte-level BPE tokenizer trained on the fly: never downloaded.
-
-Import the fixtures into a test module to use them (`from tiny_decoders import tiny_qwen2_dir`).
-"""
+conftest.py's tiny_qwen2_dir and tiny_llama_dir fixtures save them."""
 
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import SENTENCES, WORDS
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -50,13 +47,3 @@ def save_decoder(folder: Path, family: str, is_causal: bool = True, add_eos_toke
         config_file = folder / "tokenizer_config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "add_eos_token": True}))
     return str(folder)
-
-
-@pytest.fixture(scope="session")
-def tiny_qwen2_dir(tmp_path_factory) -> str:
-    return save_decoder(tmp_path_factory.mktemp("tiny_qwen2"), "qwen2")
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory) -> str:
-    return save_decoder(tmp_path_factory.mktemp("tiny_llama"), "llama", add_eos_token=True)

@@ -16,22 +16,32 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from embedlab.config_checks import check_training_config
 from embedlab.data.base import EmbeddingDataModule
 from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.evaluation.callback import EvaluationCallback
-from embedlab.losses import configured_loss_class
+from embedlab.losses.signature import configured_loss_class, configured_losses
 from embedlab.modeling.hub import push_model
 from embedlab.modeling.model_card import write_model_card
-from embedlab.objectives.callbacks import ThroughputMeter
+from embedlab.modeling.model_files import load_checkpoint
+from embedlab.modeling.precision import resolve_precision
+from embedlab.objectives.callbacks import EvaluateAtEnd, ThroughputMeter
 from embedlab.objectives.sharding import check_strategy, full_weights
 from embedlab.redaction import loggable_config
-from embedlab.run_folder import LAST_CHECKPOINT, MODEL_DIR, RESULTS_FILE, write_json
+from embedlab.run_folder import (
+    LAST_CHECKPOINT,
+    MODEL_DIR,
+    RESULTS_FILE,
+    run_outputs,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(EmbedlabError):
-    """SIGINT or SIGTERM stopped the fit; the checkpoint to resume from is saved."""
+    """SIGINT or SIGTERM stopped the fit; the checkpoint to resume from is saved. The entry point adds how to
+    resume, as it knows the folder a recipe's stage belongs to."""
 
 
 @dataclass
@@ -52,14 +62,19 @@ def config_choice(cfg: DictConfig, group: str) -> str:
 
 
 def checked_loss_class(cfg: DictConfig) -> type:
-    """The class declaring the configured loss, which must consume what the model produces (read from the config
-    alone, before anything loads)."""
+    """The class declaring the configured loss (the first source's, for a mixture of sources); every source's loss
+    must consume what the model produces. Read from the config alone, before anything loads."""
     model_class = get_class(cfg.model._target_)
-    loss_class = configured_loss_class(cfg.loss)
-    if loss_class.consumes != model_class.produces:
-        raise ConfigError(f"loss '{config_choice(cfg, 'loss')}' consumes {loss_class.consumes} but model "
-                          f"'{config_choice(cfg, 'model')}' produces {model_class.produces}")
-    return loss_class
+    loss_classes = {source: configured_loss_class(loss) for source, loss in configured_losses(cfg).items()}
+    for source, loss_class in loss_classes.items():
+        if loss_class.consumes != model_class.produces:
+            name = config_choice(cfg, "loss") if len(loss_classes) == 1 else f"data.losses.{source}"
+            raise ConfigError(f"loss '{name}' consumes {loss_class.consumes} but model "
+                              f"'{config_choice(cfg, 'model')}' produces {model_class.produces}")
+    if len(loss_classes) > 1 and model_class.evaluates != "embeddings":
+        raise ConfigError(f"model '{config_choice(cfg, 'model')}' trains one loss; a mixture of sources trains a "
+                          "bi-encoder")
+    return next(iter(loss_classes.values()))
 
 
 def build_datamodule(cfg: DictConfig, eval_inputs: dict | None = None) -> EmbeddingDataModule:
@@ -92,25 +107,38 @@ def build_run(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = (), evaluate:
     configured = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     all_callbacks = [*configured, throughput, *([evaluation] if evaluation else []), *callbacks]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=loggers or False,
+                                     precision=resolve_precision(cfg.trainer.precision, trainer_device(cfg.trainer)))
     return Run(module, datamodule, trainer, throughput)
 
 
+def trainer_device(trainer_cfg: DictConfig) -> str:
+    """The kind of device a trainer config trains on, for choosing its precision."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
 def run_training(cfg: DictConfig) -> dict[str, float]:
-    """Fit, save the model, evaluate it (dev and test) and write results.json; returns the results."""
+    """Fit, save the model, evaluate it (dev and test) and write results.json, the run's last file; returns the
+    results."""
+    check_training_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), run_dir)
     L.seed_everything(cfg.seed, workers=True)
-    run = build_run(cfg)
+    run = build_run(cfg, callbacks=(EvaluateAtEnd(),))
     trainer, module, datamodule = run.trainer, run.module, run.datamodule
+    if trainer.is_global_zero:
+        # Gone before anything of this run is written, so that no reader pairs it with this run's model.
+        (run_dir / RESULTS_FILE).unlink(missing_ok=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(loggable_config(cfg))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
-        raise TrainingInterrupted(f"training interrupted at step {trainer.global_step}; resume with "
-                                  f"ckpt_path=last hydra.run.dir={run_dir}") from None
+        raise TrainingInterrupted(f"training interrupted at step {trainer.global_step}") from None
     if cfg.save_model == "best":
         load_best(trainer, module)
     # Saved before the final evaluation, so that callbacks of the test stage (the W&B artefact) find the folder.
@@ -123,29 +151,29 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     results["train/samples_per_second"] = run.throughput.samples_per_second
     results.update(datamodule.stats())
     if trainer.is_global_zero:
+        train_rows = len(datamodule.train_rows) if datamodule.train_rows is not None else None
+        write_model_card(run_dir, cfg, results, train_rows, module.evaluates)
         write_json(run_dir / RESULTS_FILE, results)
         log.info("results: %s", results)
-        publish_model(run_dir, cfg, datamodule, module)
+        # After results.json: the upload writes nothing into the run, and a failed one leaves a finished run.
+        if cfg.get("push_to_hub"):
+            log.info("pushed %s to %s", run_dir / MODEL_DIR, push_model(run_dir / MODEL_DIR, cfg.push_to_hub))
     return results
 
 
-def publish_model(run_dir: Path, cfg: DictConfig, datamodule: EmbeddingDataModule, module: L.LightningModule) -> None:
-    """The model card beside the saved model, then, with `push_to_hub=<repo id>`, the upload of the folder."""
-    train_rows = len(datamodule.train_rows) if datamodule.train_rows is not None else None
-    write_model_card(run_dir, cfg, train_rows, module.evaluates)
-    if cfg.get("push_to_hub"):
-        log.info("pushed %s to %s", run_dir / MODEL_DIR, push_model(run_dir / MODEL_DIR, cfg.push_to_hub))
-
-
 def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """The checkpoint to resume from: `last` is this run directory's checkpoints/last.ckpt."""
+    """The checkpoint to resume from (`last` is this run directory's checkpoints/last.ckpt), checked to be one."""
     if ckpt_path is None:
         return None
     path = run_dir / LAST_CHECKPOINT if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
-        hint = (" (ckpt_path=last resumes in the interrupted run's directory: set hydra.run.dir to it)"
-                if ckpt_path == "last" else "")
+        hint = ""
+        if ckpt_path == "last":
+            hint = (" (the run saved none: start it again with overwrite=true)" if run_outputs(run_dir) else
+                    " (resume=<run folder> resumes an interrupted run in its own folder)")
         raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+    if "loops" not in load_checkpoint(path):
+        raise ConfigError(f"ckpt_path={ckpt_path}: {path} holds weights only, no training state to resume from")
     return str(path)
 
 
@@ -154,6 +182,5 @@ def load_best(trainer: L.Trainer, module: L.LightningModule) -> None:
     if not best:
         log.warning("save_model=best but no checkpoint monitored a metric; saving the final model")
         return
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
+    module.load_state_dict(load_checkpoint(best)["state_dict"])
     log.info("restored the best checkpoint %s", best)

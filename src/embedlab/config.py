@@ -1,5 +1,6 @@
 """Where the Hydra configs live, and the resolvers they use; every entry point imports this first."""
 
+import secrets
 from pathlib import Path
 
 import torch
@@ -7,6 +8,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Ends the default run and sweep folder names, so that two runs started in the same second never share a folder.
+RUN_ID = secrets.token_hex(3)
 
 
 def _packaged_minilm() -> str:
@@ -29,6 +32,7 @@ def _first_dev_metric(*, _root_: DictConfig) -> str | None:
     return None
 
 
+OmegaConf.register_new_resolver("run_id", lambda: RUN_ID, replace=True)
 OmegaConf.register_new_resolver("packaged_minilm", _packaged_minilm, replace=True)
 OmegaConf.register_new_resolver("ddp_devices", _ddp_devices, replace=True)
 OmegaConf.register_new_resolver("first_dev_metric", _first_dev_metric, replace=True)

@@ -1,4 +1,5 @@
-"""Sweeps over training runs: the Optuna study's storage, and the summary written when a multirun ends.
+"""Sweeps over training runs: the Optuna study's bookkeeping and pruning, and the summary written when a multirun
+ends.
 
 `python train.py -m hparams_search=optuna ...` and plain grids (`-m loss=mnr,cosent optim.lr=1e-5,3e-5`) run
 each job in its own folder `<sweep dir>/<job number>`; at the end `SweepSummary` writes summary.csv, summary.md
@@ -6,6 +7,7 @@ and summary.png beside them, one row per job. The sweeper itself is hydra_plugin
 requires its plugins to live.
 """
 
+import contextlib
 import csv
 import json
 import logging
@@ -13,8 +15,11 @@ import math
 import os
 from pathlib import Path
 
+import lightning as L
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 
 from embedlab.evaluation.report import markdown_table
@@ -26,28 +31,53 @@ SUMMARY_MARKDOWN = "summary.md"
 SUMMARY_PLOT = "summary.png"
 
 
-def sqlite_storage(url: str):
-    from optuna.storages import RDBStorage
-
-    # Autocommit: under SQLAlchemy 2, optuna 2.10 stamps the schema version on a connection it never commits,
-    # which leaves the sqlite file locked for every later write.
-    return RDBStorage(url, engine_kwargs={"isolation_level": "AUTOCOMMIT"})
-
-
-def existing_trials(study_name: str | None, storage) -> list:
-    import optuna
+def mark_cut_off_trials_failed(study) -> int:
+    """Mark as failed the trials a killed sweep left running; returns the trials done (complete or pruned)."""
     from optuna.trial import TrialState
 
-    if study_name is None or storage is None:
-        return []
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        return []
     for trial in study.trials:
         if trial.state == TrialState.RUNNING:
             study.tell(trial.number, state=TrialState.FAIL)
-    return study.trials
+    return sum(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in study.trials)
+
+
+# The Optuna trials whose jobs the sweeper is launching in this process, by job number (which is the trial number).
+_TRIALS: dict[int, object] = {}
+
+
+@contextlib.contextmanager
+def trials_in_flight(trials: list):
+    """While inside, OptunaPruning in each trial's job (run in this process by the launcher) reports to its trial."""
+    _TRIALS.update({trial.number: trial for trial in trials})
+    try:
+        yield
+    finally:
+        for trial in trials:
+            _TRIALS.pop(trial.number, None)
+
+
+class OptunaPruning(L.Callback):
+    """Reports `monitor` to the job's Optuna trial after each dev evaluation of the fit, at its optimiser step, and
+    stops the run (optuna.TrialPruned, recorded as pruned) when the study's pruner gives up on the trial. Outside
+    an Optuna sweep it does nothing. A run at its last step is never pruned: it finished, and counts as complete."""
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trial = _running_trial()
+        value = trainer.callback_metrics.get(self.monitor)
+        if trial is None or value is None or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        trial.report(float(value), step=trainer.global_step)
+        if not trainer.should_stop and trial.should_prune():
+            import optuna
+
+            raise optuna.TrialPruned(f"{self.monitor} {float(value):.4f} at step {trainer.global_step}")
+
+
+def _running_trial():
+    return _TRIALS.get(HydraConfig.get().job.num) if HydraConfig.initialized() else None
 
 
 class SweepSummary(Callback):

@@ -23,6 +23,7 @@ class EmbeddingDataModule(L.LightningDataModule):
     `fit_loss` runs at start-up, before any data loads: it picks the format that fits the loss or fails naming
     both sides. `eval_inputs` holds, per split ("dev", "test"), what the evaluators need the model to embed or
     score; each process gets its share, and the evaluation callback gathers the outputs.
+    `prompts` puts a text before each value of a column, e.g. {anchor: "query: ", positive: "passage: "}.
     The model decides how rows become tensors (its `make_collator` and `make_eval_collator`); the collator runs in
     the DataLoader's `num_workers` worker processes, so tokenising overlaps the training step.
     A subclass that streams its train rows sets `streaming` and provides `train_dataloader` itself.
@@ -33,7 +34,7 @@ class EmbeddingDataModule(L.LightningDataModule):
 
     def __init__(self, name: str, batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0,
                  seed: int = 42, on_bad_row: str = "error", group_by_length: bool = False,
-                 eval_inputs: Mapping[str, Sequence] | None = None):
+                 prompts: Mapping[str, str] | None = None, eval_inputs: Mapping[str, Sequence] | None = None):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
@@ -45,6 +46,8 @@ class EmbeddingDataModule(L.LightningDataModule):
         # error: a malformed row stops the run naming its file and line; skip: it is dropped, counted and warned of.
         self.on_bad_row = on_bad_row
         self.group_by_length = group_by_length
+        # Text put before every value of a column in training, e.g. {anchor: "query: ", positive: "passage: "}.
+        self.prompts = dict(prompts or {})
         self.eval_inputs = {split: list(inputs) for split, inputs in (eval_inputs or {}).items()}
         self.format: str | None = None
         self.train_rows: list[dict] | None = None
@@ -56,6 +59,10 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.unique_texts = loss_class.uses_in_batch_negatives
         self.text_columns = signature.text_columns(self.formats[self.format])
         self.target_column = signature.target
+        unknown = sorted(set(self.prompts) - set(self.text_columns))
+        if unknown:
+            raise ConfigError(f"data '{self.name}': prompts for {unknown}, but loss '{loss_name}' reads the text "
+                              f"columns {self.text_columns}")
         return self.text_columns
 
     def load_train(self, format: str) -> tuple[list[dict], str]:
@@ -73,6 +80,9 @@ class EmbeddingDataModule(L.LightningDataModule):
             if not self.train_rows:
                 raise DataError(f"data '{self.name}': no training rows in {origin}")
             log.info("data %s: %d %s rows from %s", self.name, len(self.train_rows), self.format, origin)
+            if len(self.train_rows) < self.batch_size:
+                log.warning("data %s: %d training rows, fewer than one batch (data.batch_size=%d): each epoch is one "
+                            "short step", self.name, len(self.train_rows), self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
         sampler = ShardedBatchSampler(
@@ -88,7 +98,7 @@ class EmbeddingDataModule(L.LightningDataModule):
                           collate_fn=self.collator(), persistent_workers=self.num_workers > 0)
 
     def collator(self) -> Callable:
-        return self.model().make_collator(self.text_columns, self.target_column)
+        return self.model().make_collator(self.text_columns, self.target_column, self.prompts)
 
     def model(self):
         """The LightningModule being trained: it knows how its inputs are tokenised."""

@@ -1,14 +1,17 @@
 """An unlabelled in-domain corpus as training sentences, for TSDAE: one `text` column, no target.
 
-The corpus is a UTF-8 text file, or a folder of `.txt` files, in one of two layouts:
+The corpus is a UTF-8 text file, a folder of `.txt` files, or a list of them; `.txt` files in one of two layouts:
 - `sentences`: one sentence per line;
 - `documents`: documents separated by blank lines, each split into sentences by `sentencex` (rule-based,
   offline), its line breaks read as spaces.
+A `.jsonl` file (a BEIR corpus.jsonl, say) holds one document per line in its `text` field, split the same way.
 Sentences outside [min_words, max_words] whitespace words are dropped (a runaway line is skipped, not fed to the
-model), and repeats are dropped with `deduplicate`.
+model), repeats are dropped with `deduplicate`, and `max_sentences` keeps a seeded random sample of the rest.
 """
 
+import json
 import logging
+import random
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,8 +26,8 @@ LAYOUTS = ("sentences", "documents")
 class CorpusDataModule(EmbeddingDataModule):
     formats: ClassVar[dict[str, tuple[str, ...]]] = {"sentences": ("text",)}
 
-    def __init__(self, path: str, layout: str = "sentences", language: str = "en", min_words: int = 1,
-                 max_words: int | None = 256, deduplicate: bool = True, **kwargs):
+    def __init__(self, path: str | list[str], layout: str = "sentences", language: str = "en", min_words: int = 1,
+                 max_words: int | None = 256, deduplicate: bool = True, max_sentences: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if layout not in LAYOUTS:
             raise ConfigError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -37,14 +40,22 @@ class CorpusDataModule(EmbeddingDataModule):
         self.min_words = min_words
         self.max_words = max_words
         self.deduplicate = deduplicate
+        if max_sentences is not None and max_sentences < 1:
+            raise ConfigError(f"data.max_sentences must be at least 1, got {max_sentences}")
+        self.max_sentences = max_sentences
 
     def load_train(self, format: str) -> tuple[list[dict], str]:
-        sentences = read_corpus(self.path, self.layout, self.language)
+        paths = [self.path] if isinstance(self.path, str) else list(self.path)
+        sentences = [sentence for path in paths for sentence in read_corpus(path, self.layout, self.language)]
         kept = filter_sentences(sentences, self.min_words, self.max_words, self.deduplicate)
         if sentences and not kept:
             raise DataError(f"data '{self.name}': none of the {len(sentences)} sentences in {self.path} has "
                             f"{self.min_words} to {self.max_words} words")
-        return [{"text": text} for text in kept], str(self.path)
+        origin = ", ".join(paths)
+        if self.max_sentences is not None and self.max_sentences < len(kept):
+            kept = random.Random(self.seed).sample(kept, self.max_sentences)
+            origin = f"{self.max_sentences} sentences sampled from {origin}"
+        return [{"text": text} for text in kept], origin
 
     def stats(self) -> dict[str, float]:
         return {"data/sentences": float(len(self.train_rows or []))}
@@ -61,7 +72,9 @@ def read_corpus(path: str | Path, layout: str = "sentences", language: str = "en
     sentences = []
     for file in files:
         text = _read_utf8(file)
-        if layout == "sentences":
+        if file.suffix == ".jsonl":
+            sentences.extend(split_sentences("\n\n".join(_jsonl_texts(text, file)), language))
+        elif layout == "sentences":
             sentences.extend(text.splitlines())
         else:
             sentences.extend(split_sentences(text, language))
@@ -102,6 +115,18 @@ def filter_sentences(sentences: list[str], min_words: int, max_words: int | None
         log.info("domain corpus: dropped %d repeated sentences", len(kept) - len(unique))
         kept = unique
     return kept
+
+
+def _jsonl_texts(text: str, file: Path) -> list[str]:
+    texts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            texts.append(str(json.loads(line)["text"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(f"{file}:{number}: not a JSON object with a `text` field") from None
+    return texts
 
 
 def _read_utf8(file: Path) -> str:

@@ -18,7 +18,8 @@ class PairsDataModule(EmbeddingDataModule):
     """Any table: `source.local.columns` / `source.hub.columns` map the loss's column names to the table's.
 
     Targets named `label` may be class names, given ids through `label_names`. `max_rows` keeps a random subset
-    of that size (drawn with `seed`), e.g. a low-resource gold set.
+    of that size (drawn with `seed`), e.g. a low-resource gold set. A source with a `holdout` trains on the rows
+    outside the held-out groups (see embedlab.data.sources.Holdout).
 
     With `streaming` the train table is read as a stream (see embedlab.data.streaming), each process its own
     share, mixed in a shuffle buffer of `shuffle_buffer` rows; a stream has no length, so the trainer needs
@@ -33,6 +34,9 @@ class PairsDataModule(EmbeddingDataModule):
         self.max_rows = max_rows
         self.streaming = streaming
         self.shuffle_buffer = shuffle_buffer
+        if streaming and source.get("holdout"):
+            raise ConfigError(f"data '{self.name}': a holdout is split from a loaded table; read it with "
+                              "data.streaming=false")
         if streaming and max_rows is not None:
             raise ConfigError(f"data '{self.name}': data.max_rows draws a subset of a loaded table; with "
                               "data.streaming=true leave it null and bound the run with trainer.max_steps")
@@ -74,7 +78,8 @@ class PairsDataModule(EmbeddingDataModule):
 
     def load_all(self, format: str) -> tuple[list[dict], str]:
         """Every row of the source, before `max_rows` takes its subset."""
-        rows, origin = load_source(self.source, f"data '{self.name}'", self.on_bad_row)
+        side = "train" if self.source.get("holdout") else "all"
+        rows, origin = load_source(self.source, f"data '{self.name}'", self.on_bad_row, side=side)
         if "label" in self.formats[format]:
             for index, row in enumerate(rows):
                 row["label"] = self._label(row["label"], f"{origin}: row {index + 1}")

@@ -8,10 +8,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from embedlab.errors import ConfigError
 from embedlab.evaluation.latency import LatencyEvaluator
 from embedlab.evaluation.report import write_results
 from embedlab.evaluation.runner import peak_rss_mb, run_evaluators
 from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.exported import ExportedEncoder, read_export_settings
+from embedlab.modeling.precision import AUTO, resolve_precision
 
 log = logging.getLogger(__name__)
 REFERENCE_BATCH_SIZE = 32
@@ -25,16 +28,16 @@ def evaluate(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     # The data loads first, so a missing file stops the run before the model is read.
     evaluators = instantiate(cfg.evaluation, _convert_="all")
-    encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device)
-    if cfg.precision != "32-true" or cfg.compile:
-        # fp32 eager is the loaded encoder as it is: no second copy of the weights in memory (or in peak RSS).
-        encoder = encoder.inference_copy(cfg.precision, cfg.compile)
+    exported = read_export_settings(cfg.model_path)
+    encoder = load_exported(cfg) if exported else load_encoder(cfg)
     rss_with_model = peak_rss_mb()
 
     results, similarities = run_evaluators(encoder, evaluators)
     latency = next((e for e in evaluators.values() if isinstance(e, LatencyEvaluator)), None)
     if latency is not None and cfg.compare_sentence_transformers:
-        results.update(_compare_with_sentence_transformers(latency, encoder, cfg.model_path, cfg.device))
+        # An export is compared with sentence-transformers on the model it was exported from.
+        reference = exported["source"] if exported else cfg.model_path
+        results.update(_compare_with_sentence_transformers(latency, encoder, reference, cfg.device))
     results["model/path"] = str(cfg.model_path)
     results["memory/peak_rss_mb"] = peak_rss_mb()
     results["memory/peak_rss_above_model_mb"] = results["memory/peak_rss_mb"] - rss_with_model
@@ -44,7 +47,24 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-def _compare_with_sentence_transformers(latency: LatencyEvaluator, encoder: SentenceEncoder, model_path: str,
+def load_encoder(cfg: DictConfig) -> SentenceEncoder:
+    encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device)
+    precision = resolve_precision(cfg.precision, cfg.device, "inference")
+    if precision != "32-true" or cfg.compile:
+        # fp32 eager is the loaded encoder as it is: no second copy of the weights in memory (or in peak RSS).
+        encoder = encoder.inference_copy(precision, cfg.compile)
+    return encoder
+
+
+def load_exported(cfg: DictConfig) -> ExportedEncoder:
+    """A folder written by scripts/export.py, served by its runtime as it was exported."""
+    if cfg.precision not in (AUTO, "32-true") or cfg.compile or cfg.device != "cpu":
+        raise ConfigError(f"{cfg.model_path} is an exported model: it runs on the CPU as exported, so leave "
+                          "precision, compile and device at their defaults")
+    return ExportedEncoder.load(cfg.model_path)
+
+
+def _compare_with_sentence_transformers(latency: LatencyEvaluator, encoder, model_path: str,
                                         device: str) -> dict:
     """sentence-transformers is the reference implementation, used here only as a yardstick for speed."""
     try:

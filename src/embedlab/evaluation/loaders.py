@@ -8,6 +8,7 @@ one-line DataError that names it.
 import csv
 import json
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from xml.etree import ElementTree
@@ -99,10 +100,7 @@ def load_beir(folder: str, split: str = "test") -> RetrievalSet:
     """A BEIR folder: corpus.jsonl (_id, title, text), queries.jsonl (_id, text) and qrels/<split>.tsv
     (query-id, corpus-id, score, with a header). A title is joined to its text with a space."""
     root = Path(folder)
-    corpus = {}
-    for record in _read_jsonl(root / "corpus.jsonl"):
-        title, text = record.get("title") or "", record.get("text") or ""
-        corpus[str(record["_id"])] = f"{title} {text}".strip()
+    corpus = read_corpus_jsonl(root / "corpus.jsonl", with_title=True)
     queries = {str(record["_id"]): record["text"] for record in _read_jsonl(root / "queries.jsonl")}
     qrels_path = root / "qrels" / f"{split}.tsv"
     _require_file(qrels_path)
@@ -111,6 +109,41 @@ def load_beir(folder: str, split: str = "test") -> RetrievalSet:
         for row in csv.DictReader(handle, delimiter="\t"):
             qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(float(row["score"]))
     return _retrieval_set(queries, corpus, qrels, str(root))
+
+
+def read_corpus_jsonl(path, with_title: bool) -> dict[str, str]:
+    """A BEIR-style corpus.jsonl (_id, title, text) as id -> text, the title before the text when `with_title`."""
+    corpus = {}
+    for record in _read_jsonl(Path(path)):
+        title, text = (record.get("title") or "") if with_title else "", record.get("text") or ""
+        corpus[str(record["_id"])] = f"{title} {text}".strip()
+    return corpus
+
+
+def load_qa_retrieval(pairs: Mapping, corpus_path: str, side: str = "holdout", distractors: int | None = None,
+                      seed: int = 0, with_title: bool = False) -> RetrievalSet:
+    """The questions of a (query, answer_id) table against a BEIR-style corpus.jsonl: each distinct question is
+    relevant to the answers of all its rows. `side` picks a side of the table's holdout ("holdout": a dev split
+    carved from the training pairs; see embedlab.data.sources.Holdout).
+
+    With `distractors`, the corpus is cut to the relevant answers plus that many others drawn with `seed`, a
+    NanoBEIR-style sub-corpus that makes evaluation during training affordable; the full corpus scores the final
+    model.
+    """
+    rows, origin = load_source(pairs, "retrieval pairs", side=side)
+    corpus = read_corpus_jsonl(corpus_path, with_title)
+    query_ids: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for row in rows:
+        query_id = query_ids.setdefault(row["query"], f"q{len(query_ids)}")
+        qrels.setdefault(query_id, {})[str(row["answer_id"])] = 1
+    if distractors is not None:
+        relevant = {doc_id for judged in qrels.values() for doc_id in judged}
+        others = sorted(doc_id for doc_id in corpus if doc_id not in relevant)
+        kept = relevant | set(random.Random(seed).sample(others, min(distractors, len(others))))
+        corpus = {doc_id: text for doc_id, text in corpus.items() if doc_id in kept}
+    log.info("%s: %d questions against %d documents", origin, len(query_ids), len(corpus))
+    return _retrieval_set({query_id: query for query, query_id in query_ids.items()}, corpus, qrels, origin)
 
 
 def load_liveqa_med(folder: str, query_field: str = "summary") -> RetrievalSet:

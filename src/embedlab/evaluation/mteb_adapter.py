@@ -13,6 +13,7 @@ from mteb import AbsTask, TaskMetadata
 from mteb.abstasks.sts import AbsTaskSTS
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
+from mteb.types import PromptType
 
 from embedlab.errors import ConfigError, DataError, first_line
 from embedlab.evaluation.datasets import ScoredPairs
@@ -23,7 +24,8 @@ class MtebEncoder(AbsEncoder):
     """An MTEB encoder (`mteb.EncoderProtocol`) over any embedlab encoder.
 
     MTEB hands over a DataLoader of batches whose "text" column holds the texts; they are embedded together so
-    the encoder can group similar lengths. Instructions and prompts are not used: embedlab models have none.
+    the encoder can group similar lengths. MTEB's prompt type (query or document) names the encoder's prompt, so a
+    model with query and document prompts is evaluated with them, as `encode_query`/`encode_document` would.
     """
 
     def __init__(self, encoder: TextEncoder, name: str = "embedlab/model", revision: str = "local",
@@ -37,8 +39,9 @@ class MtebEncoder(AbsEncoder):
     def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
         batch_size = kwargs.get("batch_size") or inputs.batch_size or 32
-        return self.model.encode(texts, batch_size=batch_size, show_progress_bar=kwargs.get("show_progress_bar", True)
-                                 ).numpy()
+        prompt = {"prompt_name": PromptType(prompt_type).value} if prompt_type is not None else {}
+        return self.model.encode(texts, batch_size=batch_size, show_progress_bar=kwargs.get("show_progress_bar", True),
+                                 **prompt).numpy()
 
 
 class LocalSTSTask(AbsTaskSTS):

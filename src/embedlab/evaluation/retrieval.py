@@ -5,11 +5,13 @@ gains, and MRR@10, MAP@100 and Recall@{1,10,100} counting any gain of 1 or more 
 """
 
 import logging
+from collections.abc import Sequence
 
 import pytrec_eval
 import torch
 from tqdm.auto import tqdm
 
+from embedlab.errors import ConfigError
 from embedlab.evaluation.datasets import RetrievalSet
 from embedlab.evaluation.encoding import (
     EmbeddingEvaluator,
@@ -18,7 +20,7 @@ from embedlab.evaluation.encoding import (
     encode_inputs,
     keyed,
 )
-from embedlab.modeling.search import check_score_function, top_k
+from embedlab.modeling.search import check_score_function, make_search, parse_search
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +54,35 @@ def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, f
 
 
 class RetrievalEvaluator(EmbeddingEvaluator):
-    """Scores one retrieval set; keys "<name>/ndcg@10", "<name>/mrr@10", "<name>/map@100", "<name>/recall@k".
+    """Scores one retrieval set; keys "<name>/ndcg@10", "<name>/mrr@10", "<name>/map@100", "<name>/recall@k",
+    and what the search costs: "<name>/memory_mb_per_million_docs" (the index's bytes per document, scaled) and
+    "<name>/queries_per_second" (scoring and ranking only, not embedding).
 
     Queries are embedded in the "query" role and documents in the "document" role, so a model with prompts applies
     its query and document prompts. Called on an encoder, the corpus is embedded a chunk at a time; after a run,
     `per_query` holds each query's figures.
+
+    `searches` ranks the same embeddings with each search in turn (embedlab.modeling.search.make_search): exact
+    `float32` (the default), `int8` or `binary` embeddings, the quantised ones optionally `+rescore` (the best
+    `rescore_multiplier` * 100 candidates ranked again by the float query). The first search gives the keys above;
+    each further one the same metrics under "<name>-<search>/..." (e.g. "test/liveqa-med-binary-rescore/ndcg@10").
     """
 
     main_metric = "ndcg@10"
 
     def __init__(self, name: str, data: RetrievalSet, batch_size: int = 32, score_function: str = "cosine",
-                 corpus_chunk_size: int = 1024):
+                 corpus_chunk_size: int = 1024, searches: Sequence[str] = ("float32",), rescore_multiplier: int = 4):
         self.name = name
         self.data = data
         self.batch_size = batch_size
         self.score_function = check_score_function(score_function)
         self.corpus_chunk_size = corpus_chunk_size
+        if not searches:
+            raise ConfigError(f"{name}: searches must name at least one search, e.g. [float32]")
+        self.searches = list(searches)
+        self.rescore_multiplier = rescore_multiplier
+        for spec in self.searches:
+            parse_search(spec)  # a bad name fails before anything is embedded
         self.query_ids, self.doc_ids = list(data.queries), list(data.corpus)
         self.inputs = ([(QUERY_ROLE, data.queries[q]) for q in self.query_ids]
                        + [(DOCUMENT_ROLE, data.corpus[d]) for d in self.doc_ids])
@@ -92,12 +107,27 @@ class RetrievalEvaluator(EmbeddingEvaluator):
 
     def _rank(self, queries: torch.Tensor, corpus_chunks) -> Metrics:
         log.info("%s: %d queries against %d documents", self.name, len(self.query_ids), len(self.doc_ids))
-        scores, indices = top_k(queries, corpus_chunks, SEARCH_DEPTH, self.score_function)
-        run = {query_id: {self.doc_ids[index]: score for index, score in zip(row_indices.tolist(), row_scores.tolist())}
-               for query_id, row_scores, row_indices in zip(self.query_ids, scores, indices)}
-        self.per_query = per_query_metrics(self.data.qrels, run)
-        return keyed(self.name, {metric: _mean(list(values.values()))
-                                 for metric, values in sorted(self.per_query.items())})
+        searches = {spec: make_search(spec, queries, SEARCH_DEPTH, self.score_function, self.rescore_multiplier)
+                    for spec in self.searches}
+        for chunk in corpus_chunks:
+            for search in searches.values():
+                search.add(chunk)
+        metrics: Metrics = {}
+        for position, (spec, search) in enumerate(searches.items()):
+            scores, indices = search.result()
+            run = {query_id: {self.doc_ids[index]: score
+                              for index, score in zip(row_indices.tolist(), row_scores.tolist())}
+                   for query_id, row_scores, row_indices in zip(self.query_ids, scores, indices)}
+            per_query = per_query_metrics(self.data.qrels, run)
+            if position == 0:
+                self.per_query = per_query
+            name = self.name if position == 0 else f"{self.name}-{spec.replace('+', '-')}"
+            metrics.update(keyed(name, {**{metric: _mean(list(values.values()))
+                                           for metric, values in sorted(per_query.items())},
+                                        "memory_mb_per_million_docs": search.bytes_per_document * 1e6 / 2**20,
+                                        "queries_per_second": len(self.query_ids) / max(search.search_seconds,
+                                                                                        1e-9)}))
+        return metrics
 
 
 def _mean(values: list[float]) -> float:

@@ -8,6 +8,8 @@ from embedlab.losses.cached_mnr import CachedMultipleNegativesRankingLoss
 from embedlab.losses.contrastive import ContrastiveLoss
 from embedlab.losses.cosent import CoSENTLoss
 from embedlab.losses.cosine import CosineSimilarityLoss
+from embedlab.losses.distillation import DistillKLDivLoss, MarginMSELoss
+from embedlab.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
 from embedlab.losses.matryoshka import MatryoshkaLoss
 from embedlab.losses.mnr import MultipleNegativesRankingLoss
 from embedlab.losses.pair_logits import (
@@ -20,7 +22,8 @@ from embedlab.losses.signature import Signature, choose_format, configured_loss_
 from embedlab.losses.softmax import SoftmaxLoss
 from embedlab.losses.triplet import TripletLoss
 
-__all__ = ["BinaryCrossEntropyLoss", "CachedMultipleNegativesRankingLoss", "CoSENTLoss", "ContrastiveLoss",
-           "CosineSimilarityLoss", "Loss", "MatryoshkaLoss", "MultipleNegativesRankingLoss", "PairCrossEntropyLoss",
+__all__ = ["BinaryCrossEntropyLoss", "CachedGISTEmbedLoss", "CachedMultipleNegativesRankingLoss", "CoSENTLoss",
+           "ContrastiveLoss", "CosineSimilarityLoss", "DistillKLDivLoss", "GISTEmbedLoss", "Loss", "MarginMSELoss",
+           "MatryoshkaLoss", "MultipleNegativesRankingLoss", "PairCrossEntropyLoss",
            "PairMSELoss", "ReconstructionLoss", "Signature", "SoftmaxLoss", "TripletLoss", "choose_format",
            "configured_loss_class"]

@@ -26,6 +26,9 @@ class Loss(nn.Module):
     mini_batch_size: int | None = None
     # For losses over pair logits: the number of logits the cross-encoder's head must have.
     num_labels: int | None = None
+    # Set: a model (a folder or hub id) whose embeddings of the same columns the loss takes as `guide_embeddings`;
+    # the objective loads it frozen and embeds each batch with it too.
+    guide: str | None = None
 
     @classmethod
     def declared(cls, loss_cfg) -> type["Loss"]:

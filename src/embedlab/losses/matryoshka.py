@@ -12,8 +12,8 @@ class MatryoshkaLoss(Loss):
     """Any embedding loss applied to the first d dimensions of the embeddings, for each d in `dims`, weighted and
     summed, so that truncated embeddings stay useful (Matryoshka representation learning).
 
-    It reads the columns the wrapped loss reads, and passes on the wrapped loss's `mini_batch_size`, so a cached
-    loss inside keeps its memory saving.
+    It reads the columns the wrapped loss reads, and passes on the wrapped loss's `mini_batch_size` and `guide`, so
+    a cached loss inside keeps its memory saving and a guided one its guide.
     """
 
     consumes = "embeddings"
@@ -57,6 +57,11 @@ class MatryoshkaLoss(Loss):
     def mini_batch_size(self) -> int | None:
         return self.inner.mini_batch_size
 
-    def forward(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        return sum(weight * self.inner([e[..., :dim] for e in embeddings], labels)
+    @property
+    def guide(self) -> str | None:
+        return self.inner.guide
+
+    def forward(self, embeddings: list[Tensor], labels: Tensor | None = None, **guide) -> Tensor:
+        # A guide's embeddings come from another model and are compared whole: only the student's are truncated.
+        return sum(weight * self.inner([e[..., :dim] for e in embeddings], labels, **guide)
                    for dim, weight in zip(self.dims, self.weights))

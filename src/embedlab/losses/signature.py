@@ -61,3 +61,18 @@ def configured_loss_class(loss_cfg) -> type:
     if not hasattr(loss_class, "declared"):
         raise ConfigError(f"loss {loss_cfg['_target_']} is not an embedlab Loss (embedlab.losses.base.Loss)")
     return loss_class.declared(loss_cfg)
+
+
+def configured_losses(cfg) -> dict[str, object]:
+    """The loss config of each training source: the data's own `losses` for a mixture of sources (which selects
+    `loss=per_source`), else the one `loss`, for the data's name."""
+    per_source = cfg.data.get("losses")
+    if per_source is None:
+        if cfg.loss.get("per_source"):
+            raise ConfigError(f"loss=per_source takes each source's loss from data.losses, and data "
+                              f"'{cfg.data.name}' has none: choose a loss")
+        return {cfg.data.name: cfg.loss}
+    if not cfg.loss.get("per_source"):
+        raise ConfigError(f"data '{cfg.data.name}' gives each of its sources a loss (data.losses.<source>); "
+                          "drop loss=..., or set it on a source with data.losses.<source>=...")
+    return dict(per_source)

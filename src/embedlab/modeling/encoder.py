@@ -8,7 +8,6 @@ loads here with all of its modules.
 
 import contextlib
 import copy
-import json
 import os
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from torch.utils.checkpoint import checkpoint
 
 from embedlab.errors import ConfigError
 from embedlab.modeling.adapters import attach_adapter
-from embedlab.modeling.batching import in_length_order
 from embedlab.modeling.model_files import (
     package_version,
+    read_json,
     resolve_location,
     save_atomically,
 )
@@ -102,6 +101,10 @@ class SentenceEncoder(nn.Module):
         return getattr(self.input_module, "max_seq_length", None)
 
     @property
+    def do_lower_case(self) -> bool:
+        return getattr(self.input_module, "do_lower_case", False)
+
+    @property
     def pooling(self) -> str | None:
         found = poolings(self.pipeline)
         return found[0].mode if found else None
@@ -166,18 +169,18 @@ class SentenceEncoder(nn.Module):
         return self.input_module.tokenize_for(task) if self.routed else self.tokenize
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        for module in self.pipeline:
-            features = module(features)
-        return features[SENTENCE_EMBEDDING]
+        return _run(self.pipeline, features)[SENTENCE_EMBEDDING]
+
+    def sentence_embeddings(self, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
+        """The chain after the backbone of a model that starts with one: its token embeddings pooled (transformed,
+        normalised) into one embedding per text. An exported graph runs this on its own backbone's output."""
+        features = {"token_embeddings": token_embeddings, "attention_mask": attention_mask}
+        return _run(self.pipeline[1:], features)[SENTENCE_EMBEDDING]
 
     def prompted(self, text: str, prompt_name: str | None = None) -> str:
         """`text` behind the prompt named `prompt_name` (the default prompt when None). A name this model has no
         prompt for adds nothing, as `encode_query` does for a model without a query prompt."""
-        name = self.default_prompt_name if prompt_name is None else prompt_name
-        if name is None:
-            return text
-        found = next((alias for alias in PROMPT_ALIASES.get(name, (name,)) if alias in self.prompts), None)
-        return self.prompts[found] + text if found else text
+        return apply_prompt(self.prompts, self.default_prompt_name, text, prompt_name)
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False,
@@ -194,19 +197,15 @@ class SentenceEncoder(nn.Module):
         self.eval()
         device = next(self.parameters()).device
         tokenize = self.tokenize_for(prompt_name if prompt_name in TASKS else None)
-        # One call to the fast tokenizer for all texts is quicker than one per batch, and its token counts order
-        # the batches more tightly than character counts.
-        encoded = tokenize.without_padding([self.prompted(text, prompt_name) for text in texts])
 
-        def embed(indices: list[int]) -> Tensor:
-            features = tokenize.pad({key: [values[i] for i in indices] for key, values in encoded.items()})
+        def embed(features: dict) -> Tensor:
             with autocast(precision, device):
                 embeddings = self(_to_device(features, device))
             return embeddings[:, :self.output_dim].float().cpu()
 
         with self._frozen_weights_context():
-            embeddings = in_length_order(range(len(texts)), lambda i: len(encoded["input_ids"][i]), batch_size,
-                                         embed, "encode", show_progress_bar)
+            embeddings = tokenize.in_length_order([self.prompted(text, prompt_name) for text in texts], batch_size,
+                                                  embed, show_progress_bar)
         self.train(was_training)
         return embeddings
 
@@ -281,8 +280,25 @@ def _checkpoint_gradients(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def _run(modules, features: dict) -> dict:
+    for module in modules:
+        features = module(features)
+    return features
+
+
 def _to_device(features: dict, device: torch.device) -> dict:
     return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in features.items()}
+
+
+def apply_prompt(prompts: dict[str, str], default_prompt_name: str | None, text: str,
+                 prompt_name: str | None = None) -> str:
+    """`text` behind the prompt named `prompt_name` (the default prompt when None); a name without a prompt adds
+    nothing."""
+    name = default_prompt_name if prompt_name is None else prompt_name
+    if name is None:
+        return text
+    found = next((alias for alias in PROMPT_ALIASES.get(name, (name,)) if alias in prompts), None)
+    return prompts[found] + text if found else text
 
 
 def _without_trailing_padding(features: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -296,6 +312,6 @@ def _read_settings(path: Path) -> dict:
     model_config = path / MODEL_CONFIG
     if not model_config.is_file():
         return {}
-    settings = json.loads(model_config.read_text())
+    settings = read_json(model_config)
     return {"truncate_dim": settings.get("truncate_dim"), "prompts": settings.get("prompts") or {},
             "default_prompt_name": settings.get("default_prompt_name")}

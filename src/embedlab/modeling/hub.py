@@ -7,6 +7,7 @@ value of a secret-named environment variable (HF_TOKEN, WANDB_API_KEY, ...) stop
 from pathlib import Path
 
 from embedlab.errors import ConfigError, first_line
+from embedlab.modeling.model_files import holds_model
 from embedlab.redaction import secret_values
 
 # Weights are binary: a secret in them would be no accident, and scanning gigabytes for one is slow.
@@ -23,7 +24,7 @@ def push_model(model_dir: Path, repo_id: str) -> str:
     # of huggingface_hub is built on: its own HTTP error derives from it.
     transport_error = next(base for base in HfHubHTTPError.__mro__ if base.__name__ == "HTTPError")
 
-    if not (model_dir / "modules.json").is_file() and not (model_dir / "config.json").is_file():
+    if not holds_model(model_dir):
         raise ConfigError(f"push_to_hub: {model_dir} is not a saved model folder")
     check_no_secrets(model_dir)
     api = HfApi()

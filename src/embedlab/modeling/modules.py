@@ -9,7 +9,6 @@ route that its tokenisation wrote into the features.
 
 import importlib
 import inspect
-import json
 from pathlib import Path
 
 import torch
@@ -20,7 +19,11 @@ from transformers import AutoModel
 
 from embedlab.errors import ConfigError
 from embedlab.modeling.adapters import adapter_base, has_adapter, load_adapter, merged
-from embedlab.modeling.model_files import default_max_seq_length, load_pretrained
+from embedlab.modeling.model_files import (
+    default_max_seq_length,
+    load_pretrained,
+    read_json,
+)
 from embedlab.modeling.pooling import POOLING_MODES, checked_mode, pool
 from embedlab.modeling.tokenization import (
     RoutedTokenize,
@@ -82,7 +85,7 @@ class Backbone(nn.Module):
             model = load_adapter(model, Path(location))
         prepare_tokenizer(tokenizer, location)
         saved_file = Path(location) / BACKBONE_CONFIG
-        saved = json.loads(saved_file.read_text()) if saved_file.is_file() else {}
+        saved = read_json(saved_file) if saved_file.is_file() else {}
         task = saved.get("transformer_task", "feature-extraction")
         if task != "feature-extraction":
             raise ConfigError(f"{saved_file}: transformer_task '{task}' is not supported (only feature-extraction)")
@@ -119,7 +122,7 @@ class Pooling(nn.Module):
 
     @classmethod
     def load(cls, folder: Path) -> "Pooling":
-        config = json.loads((folder / MODULE_CONFIG).read_text())
+        config = read_json(folder / MODULE_CONFIG)
         if config.get("include_prompt") is False:
             raise ConfigError(f"{folder / MODULE_CONFIG}: pooling without the prompt's tokens (include_prompt=false) "
                               "is not supported")
@@ -162,7 +165,7 @@ class Dense(nn.Module):
 
     @classmethod
     def load(cls, folder: Path) -> "Dense":
-        config = json.loads((folder / MODULE_CONFIG).read_text())
+        config = read_json(folder / MODULE_CONFIG)
         dense = cls(config["in_features"], config["out_features"], bias=config.get("bias", True),
                     activation=_activation(config.get("activation_function", "torch.nn.modules.activation.Tanh"),
                                            folder),
@@ -197,7 +200,7 @@ class Normalize(nn.Module):
     def load(cls, folder: Path) -> "Normalize":
         # Releases before sentence-transformers 5 write an empty folder.
         config_file = folder / MODULE_CONFIG
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        config = read_json(config_file) if config_file.is_file() else {}
         return cls(config.get("module_input_name", SENTENCE_EMBEDDING), config.get("module_output_name"))
 
     def save(self, folder: Path) -> None:

@@ -6,12 +6,12 @@ resolves; read by the type's class name, whichever module path a release wrote.
 """
 
 import ast
-import json
 from pathlib import Path
 
 from torch import nn
 
 from embedlab.errors import ConfigError
+from embedlab.modeling.model_files import MODULES_FILE, read_json
 from embedlab.modeling.modules import (
     Backbone,
     Dense,
@@ -22,7 +22,6 @@ from embedlab.modeling.modules import (
 )
 from embedlab.run_folder import write_json
 
-MODULES_FILE = "modules.json"
 ROUTER_CONFIG = "router_config.json"
 TYPE_NAMES = {Backbone: "Transformer", Pooling: "Pooling", Dense: "Dense", Normalize: "Normalize",
               StaticEmbedding: "StaticEmbedding", Router: "Router"}
@@ -35,9 +34,15 @@ def has_layout(folder: Path) -> bool:
 
 
 def read_modules(folder: Path, trust_remote_code: bool = False) -> list[nn.Module]:
-    """The chain of a sentence-transformers folder; a module type not known here stops with one line naming it."""
-    entries = json.loads((folder / MODULES_FILE).read_text())
-    return [_read_module(module["type"], folder / module.get("path", ""), folder / MODULES_FILE, trust_remote_code)
+    """The chain of a sentence-transformers folder; a module type not known here, or a modules.json that is not a
+    module list, stops with one line naming it."""
+    modules_file = folder / MODULES_FILE
+    entries = read_json(modules_file, list)
+    if not all(isinstance(module, dict) and isinstance(module.get("type"), str) for module in entries):
+        raise ConfigError(f"{modules_file}: not a sentence-transformers module list (a list of objects with a type)")
+    for module in entries:
+        _check_inside(module.get("path", ""), modules_file)
+    return [_read_module(module["type"], folder / module.get("path", ""), modules_file, trust_remote_code)
             for module in entries]
 
 
@@ -76,10 +81,9 @@ def _write_module(module: nn.Module, folder: Path, merge_adapters: bool) -> None
 
 
 def _read_router(folder: Path, trust_remote_code: bool) -> Router:
-    config = json.loads((folder / ROUTER_CONFIG).read_text())
+    config = read_json(folder / ROUTER_CONFIG)
     for module_id in config["types"]:
-        if Path(module_id).is_absolute() or ".." in Path(module_id).parts:
-            raise ConfigError(f"{folder / ROUTER_CONFIG}: module folder '{module_id}' lies outside the model")
+        _check_inside(module_id, folder / ROUTER_CONFIG)
     # One module may serve several routes; it is read once and shared, as it was saved.
     modules = {module_id: _read_module(type_name, folder / module_id, folder / ROUTER_CONFIG, trust_remote_code)
                for module_id, type_name in config["types"].items()}
@@ -88,6 +92,11 @@ def _read_router(folder: Path, trust_remote_code: bool) -> Router:
     return Router({route: [modules[module_id] for module_id in ids] for route, ids in config["structure"].items()},
                   default_route=parameters.get("default_route"), route_mappings=mappings,
                   allow_empty_key=parameters.get("allow_empty_key", True))
+
+
+def _check_inside(module_folder: str, named_in: Path) -> None:
+    if Path(module_folder).is_absolute() or ".." in Path(module_folder).parts:
+        raise ConfigError(f"{named_in}: module folder '{module_folder}' lies outside the model")
 
 
 def _write_router(router: Router, folder: Path, merge_adapters: bool) -> None:

@@ -1,10 +1,11 @@
 """Texts to model inputs, for each kind of input module, and the tokenizer settings a checkpoint asks for.
 
 Each tokenisation is a small object that DataLoader workers receive without the model. It tokenises a batch
-(`__call__`), or all texts at their own lengths (`without_padding`) to be batched later in length order (`pad`).
+(`__call__`), or all texts at their own lengths (`without_padding`) to be batched later in length order (`pad`,
+`in_length_order`).
 """
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,29 @@ import torch
 from transformers.utils import cached_file
 
 from embedlab.errors import ConfigError
+from embedlab.modeling.batching import in_length_order
+from embedlab.modeling.model_files import read_json
+
+
+class LengthOrdered:
+    """Batching in length order, shared by every tokenisation (each has `without_padding` and `pad`)."""
+
+    def in_length_order(self, texts: list[str], batch_size: int, embed: Callable[[dict], torch.Tensor],
+                        show_progress_bar: bool = False) -> torch.Tensor:
+        """`embed` over padded batches of `texts` cut in order of token count; rows in the order of `texts`."""
+        # One call to the fast tokenizer for all texts is quicker than one per batch, and its token counts order
+        # the batches more tightly than character counts.
+        encoded = self.without_padding(texts)
+
+        def embed_rows(indices: list[int]) -> torch.Tensor:
+            return embed(self.pad({key: [values[i] for i in indices] for key, values in encoded.items()}))
+
+        return in_length_order(range(len(texts)), lambda i: len(encoded["input_ids"][i]), batch_size, embed_rows,
+                               "encode", show_progress_bar)
 
 
 @dataclass
-class Tokenize:
+class Tokenize(LengthOrdered):
     """A Hugging Face tokenizer's batches, cut at `max_seq_length`."""
 
     tokenizer: object
@@ -38,7 +58,7 @@ class Tokenize:
 
 
 @dataclass
-class StaticTokenize:
+class StaticTokenize(LengthOrdered):
     """A `tokenizers.Tokenizer`'s ids without special tokens, flattened with each text's offset (an EmbeddingBag's
     input), as sentence-transformers' StaticEmbedding reads them."""
 
@@ -59,7 +79,7 @@ class StaticTokenize:
 
 
 @dataclass
-class RoutedTokenize:
+class RoutedTokenize(LengthOrdered):
     """A Router's tokenisation: the route's own, and the route's name in the features for the Router to follow."""
 
     routes: dict[str, object]
@@ -101,7 +121,7 @@ def pad_on_the_left(tokenizer) -> None:
 
 def _tokenizer_config(location: str) -> dict:
     path = cached_file(location, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False)
-    return json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    return read_json(Path(path)) if path else {}
 
 
 def _appends_eos(tokenizer) -> bool:

@@ -1,19 +1,26 @@
 """Lightning callbacks of the training run."""
 
+import datetime
+import logging
+import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from embedlab.evaluation.callback import EvaluationCallback
+
+log = logging.getLogger(__name__)
 
 
 class ThroughputMeter(L.Callback):
@@ -72,8 +79,9 @@ class InterruptCheckpoint(L.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
-            trainer.save_checkpoint(self.path)
-            rank_zero_info(f"interrupted at step {trainer.global_step}: saved {self.path}; resume with ckpt_path=last")
+            # The whole training state (optimiser, loops, generators), not the weights alone: it is resumed from.
+            trainer.save_checkpoint(self.path, weights_only=False)
+            rank_zero_info(f"interrupted at step {trainer.global_step}: saved {self.path}")
 
     def state_dict(self) -> dict:
         state = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -90,6 +98,79 @@ class InterruptCheckpoint(L.Callback):
 
 def _forward_as_sigterm(signum, frame) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+class EvaluateAtEnd(L.Callback):
+    """The dev evaluators also run after the last optimiser step, however the steps divide by
+    eval_every_n_steps: the last and the best checkpoint exist at the end of every run, also a short one."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning evaluates when a fit is asked to stop, before it stops.
+        if _is_last_step(trainer):
+            trainer.should_stop = True
+
+
+def _is_last_step(trainer) -> bool:
+    if 0 < trainer.max_steps <= trainer.global_step:
+        return True
+    final_epoch = trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1
+    return final_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+
+def progress_display(every_n_steps: int) -> ProgressBar:
+    """On a terminal a bar; in a log file or a pipe, where a bar shows nothing until the end, a line every
+    `every_n_steps` optimiser steps. Both count to trainer.max_steps when it ends the run first."""
+    return StepsProgressBar() if sys.stdout.isatty() else ProgressLines(every_n_steps)
+
+
+def batches_this_epoch(trainer) -> int | float:
+    """The batches this epoch will train: all of the loader's, or fewer when trainer.max_steps stops it first."""
+    batches = trainer.num_training_batches
+    if trainer.max_steps <= 0:
+        return batches
+    before = trainer.current_epoch * batches if math.isfinite(batches) else 0
+    return min(batches, trainer.max_steps * trainer.accumulate_grad_batches - before)
+
+
+class StepsProgressBar(RichProgressBar):
+    """Lightning's bar, counting to max_steps also when max_epochs is set (Lightning then counts whole epochs)."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return batches_this_epoch(self.trainer)
+
+
+class ProgressLines(ProgressBar):
+    """A plain line of progress every N optimiser steps and at the last: step, share done, speed, time left and the
+    progress-bar metrics (the training loss, the dev metric)."""
+
+    def __init__(self, every_n_steps: int):
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+        self._started: tuple[float, int] | None = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._started = (time.perf_counter(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step, total = trainer.global_step, trainer.estimated_stepping_batches
+        if not self._enabled or not trainer.is_global_zero or (step % self.every_n_steps and step != total):
+            return
+        started, first_step = self._started
+        rate = (step - first_step) / max(time.perf_counter() - started, 1e-9)
+        left = f", {datetime.timedelta(seconds=round((total - step) / rate))} left" \
+            if rate and math.isfinite(total) else ""
+        metrics = "".join(f", {key} {value:.4g}" if isinstance(value, float) else f", {key} {value}"
+                          for key, value in self.get_metrics(trainer, pl_module).items() if key != "v_num")
+        of_total = f"/{total} ({100 * step / total:.0f}%)" if math.isfinite(total) else ""
+        log.info("epoch %d step %d%s, %.2f steps/s%s%s", trainer.current_epoch, step, of_total, rate, left, metrics)
 
 
 class WandbDashboard(L.Callback):

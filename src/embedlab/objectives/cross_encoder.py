@@ -1,5 +1,7 @@
 """The cross-encoder objective: score each pair jointly and hand the logits to a pair loss."""
 
+from collections.abc import Mapping
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -8,7 +10,7 @@ from torch import nn
 from embedlab.data.collate import PairCollator, PairInputCollator
 from embedlab.errors import ConfigError
 from embedlab.modeling.cross_encoder import CrossEncoder
-from embedlab.objectives.optim import OptimizedModule
+from embedlab.objectives.optim import OptimizedModule, refuse_prompts
 
 
 class CrossEncoderModule(OptimizedModule):
@@ -41,7 +43,8 @@ class CrossEncoderModule(OptimizedModule):
                               f"'{backbone.name_or_path}' has {cross_encoder.num_labels}")
         return cls(cross_encoder, loss, **cfg.optim)
 
-    def make_collator(self, text_columns: list[str], target_column: str) -> PairCollator:
+    def make_collator(self, text_columns: list[str], target_column: str, prompts: Mapping[str, str]) -> PairCollator:
+        refuse_prompts(prompts, "a cross-encoder")
         return PairCollator(self.cross_encoder.tokenize_pairs, text_columns, target_column)
 
     def make_eval_collator(self) -> PairInputCollator:

@@ -6,6 +6,8 @@ By default the decoder shares every encoder tensor that exists in both (tying), 
 head transform are new. Only the encoder is saved; it is evaluated as the bi-encoder is.
 """
 
+from collections.abc import Mapping
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -18,6 +20,7 @@ from embedlab.losses.reconstruction import IGNORED_LABEL, ReconstructionLoss
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.modeling.model_files import load_pretrained, resolve_location
 from embedlab.objectives.bi_encoder import BiEncoderModule
+from embedlab.objectives.optim import refuse_prompts
 
 
 class TSDAEModule(BiEncoderModule):
@@ -59,7 +62,9 @@ class TSDAEModule(BiEncoderModule):
         return cls(encoder, decoder, instantiate(cfg.loss), deletion_ratio=settings.deletion_ratio, seed=cfg.seed,
                    decoder_dropout=settings.decoder_dropout, **cfg.optim)
 
-    def make_collator(self, text_columns: list[str], target_column: str | None) -> DenoisingCollator:
+    def make_collator(self, text_columns: list[str], target_column: str | None,
+                      prompts: Mapping[str, str]) -> DenoisingCollator:
+        refuse_prompts(prompts, "TSDAE")
         return DenoisingCollator(self.encoder.tokenize, self.deletion_ratio, self.seed)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

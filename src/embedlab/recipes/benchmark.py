@@ -16,16 +16,19 @@ training runs and their final test Spearman. Writes benchmark.json into the Hydr
 "<job>/ratio", "<job>/project/<metric>", "<job>/sentence_transformers/<metric>".
 """
 
+import contextlib
 import json
 import logging
 import math
 import statistics
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra import compose
 from omegaconf import DictConfig
@@ -35,13 +38,25 @@ from embedlab.errors import ConfigError
 from embedlab.evaluation.loaders import load_scored_pairs
 from embedlab.evaluation.sts import STSEvaluator
 from embedlab.modeling.encoder import SentenceEncoder
-from embedlab.modeling.precision import autocast, autocast_dtype, weight_dtype
+from embedlab.modeling.export import export_encoder
+from embedlab.modeling.exported import ExportedEncoder
+from embedlab.modeling.precision import (
+    AUTO,
+    autocast,
+    autocast_dtype,
+    resolve_precision,
+    weight_dtype,
+)
 from embedlab.recipes.stages import run_stage
 from embedlab.run_folder import write_json
 
 log = logging.getLogger("embedlab.benchmark")
 QUALITY_BATCH_SIZE = 64
 PROJECT, REFERENCE = "project", "sentence_transformers"
+# sentence-transformers' ONNX and OpenVINO backends run in their own environment through this script.
+PEER_WORKER = Path(__file__).resolve().parents[3] / "scripts" / "st_backend_worker.py"
+PEER_RESULT_MARKER = "@@result "
+NOTES: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -64,8 +79,10 @@ def run_benchmark(cfg: DictConfig, work_dir: Path) -> dict:
         raise ConfigError(f"repeats, train.steps and train.warmup_steps must be at least 1, got {cfg.repeats}, "
                           f"{cfg.train.steps} and {cfg.train.warmup_steps}")
     for precision in (cfg.precision, cfg.sentence_transformers.precision):
-        autocast_dtype(precision)
-    weight_dtype(cfg.encode.precision)
+        if precision != AUTO:
+            autocast_dtype(precision)
+    if cfg.encode.precision != AUTO:
+        weight_dtype(cfg.encode.precision)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     results = {}
@@ -73,16 +90,20 @@ def run_benchmark(cfg: DictConfig, work_dir: Path) -> dict:
         if job in TRAIN_JOBS:
             results.update(benchmark_training(cfg, job, work_dir / job))
         else:
-            results.update(benchmark_encoding(cfg, job))
+            results.update(benchmark_encoding(cfg, job, work_dir))
         log.info("%s: %s", job, json.dumps({k: v for k, v in results.items() if k.startswith(f"{job}/")}))
     return results
 
 
 def summarise(job: str, throughputs: dict[str, list[float]], unit: str) -> dict:
-    ratios = [ours / theirs for ours, theirs in zip(throughputs[PROJECT], throughputs[REFERENCE], strict=True)]
-    summary = {f"{job}/ratio": statistics.median(ratios)}
+    """Medians per side; "<job>/ratio" is the project's over sentence-transformers' torch path, and every further
+    side has its own "<job>/<side>/ratio" against that path too (medians of the per-repeat ratios)."""
+    summary = {}
     for side, values in throughputs.items():
         summary[f"{job}/{side}/{unit}"] = statistics.median(values)
+        if side != REFERENCE:
+            ratios = [ours / theirs for ours, theirs in zip(values, throughputs[REFERENCE], strict=True)]
+            summary[f"{job}/ratio" if side == PROJECT else f"{job}/{side}/ratio"] = statistics.median(ratios)
     return summary
 
 
@@ -109,28 +130,118 @@ class ReferenceEncoder:
                                      show_progress_bar=False).float().cpu()
 
 
-def benchmark_encoding(cfg: DictConfig, job: str) -> dict:
+def benchmark_encoding(cfg: DictConfig, job: str, work_dir: Path) -> dict:
+    """Every encoder side on the STSB test sentences: the project's inference copy and its exports
+    (`encode.exports`), sentence-transformers' torch path, and its ONNX and OpenVINO backends from their own
+    environment (`sentence_transformers.backends`)."""
     from sentence_transformers import SentenceTransformer
 
     batch_size = ENCODE_JOBS[job]
     evaluator = sts_test(cfg)
     sentences = [text for pair in zip(evaluator.pairs.sentence1, evaluator.pairs.sentence2) for text in pair]
-    project = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device).inference_copy(cfg.encode.precision,
+    precision = resolve_precision(cfg.encode.precision, cfg.device, "inference")
+    project = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device).inference_copy(precision,
                                                                                             cfg.encode.compile)
     reference = SentenceTransformer(str(cfg.model_path), device=cfg.device)
     if cfg.sentence_transformers.compile:
         reference[0].auto_model.compile(dynamic=True)
-    encoders = {PROJECT: project, REFERENCE: ReferenceEncoder(reference, cfg.sentence_transformers.precision)}
-    # The untimed first pass warms caches (and compiles); it also gives the quality figure.
-    results = {f"{job}/{side}/test_spearman_cosine": test_spearman(evaluator, encoder)
-               for side, encoder in encoders.items()}
-    throughputs = {PROJECT: [], REFERENCE: []}
-    for _ in range(cfg.repeats):
-        for side, encoder in encoders.items():
-            start = time.perf_counter()
-            encoder.encode(sentences, batch_size=batch_size)
-            throughputs[side].append(len(sentences) / (time.perf_counter() - start))
+    encoders = {PROJECT: project, REFERENCE: ReferenceEncoder(reference, cfg.sentence_transformers.precision),
+                **{f"{PROJECT}_{name}": ExportedEncoder.load(exported(cfg, name, work_dir / "exports"))
+                   for name in cfg.encode.exports}}
+    with peer_backends(cfg, work_dir / "peer") as peers:
+        encoders.update(peers)
+        # The untimed first pass warms caches (and compiles); it also gives the quality figure.
+        results = {f"{job}/{side}/test_spearman_cosine": test_spearman(evaluator, encoder)
+                   for side, encoder in encoders.items()}
+        throughputs = {side: [] for side in encoders}
+        for _ in range(cfg.repeats):
+            for side, encoder in encoders.items():
+                throughputs[side].append(len(sentences) / encode_seconds(encoder, sentences, batch_size))
     return {**summarise(job, throughputs, "sentences_per_second"), **results}
+
+
+def encode_seconds(encoder, texts: list[str], batch_size: int) -> float:
+    """The time of one `encode`; a peer in another process reports its own, without the transfer."""
+    start = time.perf_counter()
+    encoder.encode(texts, batch_size=batch_size)
+    return getattr(encoder, "last_encode_seconds", None) or time.perf_counter() - start
+
+
+def exported(cfg: DictConfig, name: str, exports_dir: Path) -> Path:
+    """The model exported as `name` (`onnx`, `onnx_int8`, `openvino`, `openvino_int8`), once per benchmark run."""
+    format, _, quantize = name.partition("_")
+    folder = exports_dir / name
+    if not folder.exists():
+        export_encoder(cfg.model_path, folder, format, quantize or "none")
+    return folder
+
+
+class PeerEncoder:
+    """One of sentence-transformers' backends in the peer process (scripts/st_backend_worker.py), behind the
+    interface the evaluators use; `last_encode_seconds` is the time the peer measured for its last `encode`."""
+
+    def __init__(self, worker: subprocess.Popen, backend: str, scratch: Path):
+        self.worker = worker
+        self.backend = backend
+        self.output = scratch / f"{backend}.npy"
+        self.log = scratch / "worker.log"
+        self.last_encode_seconds: float | None = None
+
+    def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False) -> torch.Tensor:
+        reply = self.request({"backend": self.backend, "texts": list(texts), "batch_size": batch_size,
+                              "output": str(self.output)})
+        self.last_encode_seconds = reply["seconds"]
+        return torch.from_numpy(np.load(self.output))
+
+    def request(self, message: dict) -> dict:
+        self.worker.stdin.write(json.dumps(message) + "\n")
+        self.worker.stdin.flush()
+        for line in self.worker.stdout:
+            if line.startswith(PEER_RESULT_MARKER):
+                return json.loads(line[len(PEER_RESULT_MARKER):])
+        raise ConfigError(f"the sentence-transformers peer process stopped; its log: {self.log}")
+
+
+@contextlib.contextmanager
+def peer_backends(cfg: DictConfig, scratch: Path):
+    """The configured sentence-transformers backends that load in the peer environment, as encoders by side name;
+    none, with a note, when that environment does not exist."""
+    backends = list(cfg.sentence_transformers.backends)
+    python = Path(cfg.sentence_transformers.venv or "") / "bin" / "python"
+    if not backends:
+        yield {}
+        return
+    if not cfg.sentence_transformers.venv or not python.exists():
+        note(f"sentence-transformers' {', '.join(backends)} backends skipped: no peer environment at "
+             f"{cfg.sentence_transformers.venv} (README, 'Speed and benchmarks', says how to create it)")
+        yield {}
+        return
+    scratch.mkdir(parents=True, exist_ok=True)
+    stderr = (scratch / "worker.log").open("w")
+    command = [str(python), str(PEER_WORKER), "--model", str(cfg.model_path), "--work", str(scratch),
+               *(["--threads", str(cfg.threads)] if cfg.threads else [])]
+    worker = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        peers = {}
+        for backend in backends:
+            encoder = PeerEncoder(worker, backend, scratch)
+            reply = encoder.request({"backend": backend, "texts": ["warm-up"], "batch_size": 1,
+                                     "output": str(encoder.output)})
+            if "error" in reply:
+                note(f"sentence-transformers' {backend} backend skipped: {reply['error']}")
+            else:
+                peers[f"{REFERENCE}_{backend}"] = encoder
+        yield peers
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=60)
+        stderr.close()
+
+
+def note(message: str) -> None:
+    """A line printed with the table (and logged), for what the benchmark left out and why."""
+    log.warning(message)
+    NOTES.append(message)
 
 
 def job_overrides(cfg: DictConfig, job: str) -> list[str]:
@@ -319,11 +430,34 @@ def table(results: dict, jobs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def sides_table(results: dict, jobs: list[str]) -> str:
+    """Every side of each encode job against sentence-transformers' torch path: throughput, ratio, Spearman and
+    its difference from that path's (the quality cost of a quantised side)."""
+    lines = ["| job | side | sentences/s | ratio to ST torch | STSB test Spearman | Spearman - ST torch |",
+             "|---|---|---|---|---|---|"]
+    for job in (job for job in jobs if job in ENCODE_JOBS):
+        baseline = results[f"{job}/{REFERENCE}/test_spearman_cosine"]
+        sides = [key.split("/")[1] for key in results
+                 if key.startswith(f"{job}/") and key.endswith("/test_spearman_cosine")]
+        for side in sides:
+            ratio_key = f"{job}/ratio" if side == PROJECT else f"{job}/{side}/ratio"
+            ratio = 1.0 if side == REFERENCE else results[ratio_key]
+            spearman = results[f"{job}/{side}/test_spearman_cosine"]
+            lines.append(f"| {job} | {side} | {results[f'{job}/{side}/sentences_per_second']:.1f} | {ratio:.2f}x "
+                         f"| {spearman:.4f} | {spearman - baseline:+.4f} |")
+    return "\n".join(lines)
+
+
 def benchmark(cfg: DictConfig) -> dict:
-    """`scripts/benchmark.py`: every job, the table printed, benchmark.json in the run directory."""
+    """`scripts/benchmark.py`: every job, the tables printed, benchmark.json in the run directory."""
+    NOTES.clear()
     with tempfile.TemporaryDirectory(prefix="benchmark_") as work_dir:
         results = run_benchmark(cfg, Path(work_dir))
     output = write_json(Path(cfg.paths.output_dir) / "benchmark.json", results)
     print(table(results, list(cfg.jobs)))
+    if any(job in ENCODE_JOBS for job in cfg.jobs):
+        print(sides_table(results, list(cfg.jobs)))
+    for line in NOTES:
+        print(f"note: {line}")
     print(f"(medians of {cfg.repeats} interleaved runs; {output})")
     return results

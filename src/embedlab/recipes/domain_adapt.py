@@ -8,8 +8,9 @@ its results.json, an evaluation by its evaluation.json):
    overrides, starting from the TSDAE model;
 4. `supervised` (only with `domain_adapt.supervised_control=true`): the supervised stage from the base model, the
    control that tells what TSDAE adds.
-Every stage's model is scored by the same evaluators (`domain_adapt.evaluation`: an in-domain set such as BIOSSES
-and a general one such as STSB test), and results.json holds `<stage>/<split>/<dataset>/<metric>` keys.
+Every stage's model is scored by the same evaluators (`domain_adapt.evaluation`, or those of its keys listed in
+`domain_adapt.evaluators`: an in-domain set such as BIOSSES and a general one such as STSB test), and results.json
+holds `<stage>/<split>/<dataset>/<metric>` keys.
 """
 
 import logging
@@ -28,7 +29,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.paths.output_dir)
     settings = cfg.domain_adapt
     # The evaluation sets load first: a missing one stops the recipe before hours of training.
-    evaluators = instantiate(settings.evaluation, _convert_="all")
+    keys = settings.get("evaluators") or list(settings.evaluation)
+    evaluators = {key: instantiate(settings.evaluation[key], _convert_="all") for key in keys}
     shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}", f"precision={cfg.precision}"]
     results: dict[str, float] = {}
 

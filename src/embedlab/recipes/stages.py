@@ -25,10 +25,19 @@ from embedlab.errors import EmbedlabError
 from embedlab.evaluation.runner import run_evaluators
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.redaction import save_config
-from embedlab.run_folder import CONFIG_FILE, MODEL_DIR, read_results, write_json
+from embedlab.run_folder import (
+    CONFIG_FILE,
+    EVALUATION_FILE,
+    LAST_CHECKPOINT,
+    MODEL_DIR,
+    read_results,
+    remove_outputs,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
-EVALUATION_FILE = "evaluation.json"
+# Each query's figures of the retrieval evaluators (evaluator -> metric -> query id -> value), for paired tests.
+PER_QUERY_FILE = "per_query.json"
 
 
 def run_stage(name: str, overrides: list[str], run_dir: Path) -> dict:
@@ -39,6 +48,12 @@ def run_stage(name: str, overrides: list[str], run_dir: Path) -> dict:
     if done is not None:
         log.info("stage %s: done before, reusing %s", name, stage_dir)
         return done
+    # The stage folders belong to the recipe's run: a stage cut off resumes from its last checkpoint, or starts
+    # afresh without the outputs it left.
+    if (stage_dir / LAST_CHECKPOINT).is_file():
+        overrides = [*overrides, "ckpt_path=last"]
+    else:
+        remove_outputs(stage_dir)
     log.info("stage %s: %s", name, " ".join(overrides))
     cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={stage_dir}"], return_hydra_config=True)
     if str(cfg.trainer.get("strategy", "")).startswith("ddp"):
@@ -48,9 +63,11 @@ def run_stage(name: str, overrides: list[str], run_dir: Path) -> dict:
         return run_training(cfg)
 
 
-def evaluate_stage(stage: str, model_path, evaluators: Mapping, run_dir: Path) -> dict:
-    """The evaluators' metrics of one stage's model, cached in `<run dir>/<stage>/evaluation.json`; a rerun with
-    more evaluators runs only those the cache lacks."""
+def evaluate_stage(stage: str, model_path, evaluators: Mapping, run_dir: Path,
+                   max_seq_length: int | None = None, precision: str = "32-true") -> dict:
+    """The evaluators' metrics of one stage's model (read at `max_seq_length` tokens when given, else at its saved
+    length; its weights cast to `precision`), cached in `<run dir>/<stage>/evaluation.json`; a rerun with more
+    evaluators runs only those the cache lacks."""
     cache = run_dir / stage / EVALUATION_FILE
     metrics = json.loads(cache.read_text()) if cache.exists() else {}
     missing = {key: evaluator for key, evaluator in evaluators.items()
@@ -59,10 +76,24 @@ def evaluate_stage(stage: str, model_path, evaluators: Mapping, run_dir: Path) -
         log.info("stage %s: evaluated before, reusing %s", stage, cache)
         return metrics
     log.info("stage %s: evaluating %s on %s", stage, model_path, ", ".join(missing))
-    new_metrics, _ = run_evaluators(SentenceEncoder.load(model_path), missing)
+    encoder = SentenceEncoder.load(model_path, max_seq_length=max_seq_length)
+    if precision != "32-true":
+        encoder = encoder.inference_copy(precision)
+    new_metrics, _ = run_evaluators(encoder, missing)
     metrics.update(new_metrics)
+    per_query_file = run_dir / stage / PER_QUERY_FILE
+    per_query = json.loads(per_query_file.read_text()) if per_query_file.exists() else {}
+    per_query.update({evaluator.name: evaluator.per_query for evaluator in missing.values()
+                      if getattr(evaluator, "per_query", None)})
+    write_json(per_query_file, per_query)
     write_json(cache, metrics)
     return metrics
+
+
+def per_query_figures(run_dir: Path, stage: str) -> dict:
+    """The per-query figures `evaluate_stage` kept for a stage (evaluator -> metric -> query id -> value)."""
+    path = run_dir / stage / PER_QUERY_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def stage_model(run_dir: Path, stage: str) -> Path:

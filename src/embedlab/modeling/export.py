@@ -1,0 +1,154 @@
+"""A sentence encoder exported to a serving graph: token ids and attention mask in, sentence embeddings out.
+
+`export_encoder` writes a folder that serves without torch (`ExportedEncoder` in embedlab.modeling.exported reads
+it):
+- `sentence_embedding.onnx` (format=onnx) or `sentence_embedding.xml`/`.bin` (format=openvino): the embedding
+  graph, with the pooling, normalisation and truncation of the model inside it; with quantize=int8 its weights are
+  int8 (onnxruntime's dynamic quantisation: activations quantised per batch at run time);
+- the tokenizer files and `export.json` (what the tokenisation and the prompts need, and what was exported);
+- the sentence-transformers layout around a token-embedding graph, `onnx/model.onnx` or
+  `openvino/openvino_model.xml`, which `SentenceTransformer(dir, backend="onnx")` (or "openvino") loads, with
+  sentence-transformers doing the pooling.
+
+The graphs are traced by torch's own exporter (`torch.onnx.export(dynamo=True)`), which needs no optimum and works
+under transformers 5; OpenVINO converts the ONNX file.
+"""
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from embedlab.errors import ConfigError
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.exported import (
+    EMBEDDING_OUTPUT,
+    EXPORT_FILE,
+    GRAPH_INPUTS,
+    ExportedEncoder,
+)
+from embedlab.run_folder import write_json
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "openvino")
+QUANTIZATIONS = ("none", "int8")
+TOKEN_OUTPUT = "last_hidden_state"
+# Not sentence-transformers' own file names, which it would load from the folder's root in place of its graphs.
+GRAPH_FILES = {"onnx": "sentence_embedding.onnx", "openvino": "sentence_embedding.xml"}
+# Where sentence-transformers looks for each backend's graph of token embeddings.
+SENTENCE_TRANSFORMERS_GRAPHS = {"onnx": Path("onnx") / "model.onnx",
+                                "openvino": Path("openvino") / "openvino_model.xml"}
+# The exported fp32 graph must give the torch model's embeddings to this tolerance.
+FP32_TOLERANCE = 1e-4
+PROBE_TEXTS = ["A man is playing a guitar on the stage.", "A dog runs.",
+               "Two children play with a red ball in the park while their parents watch."]
+
+
+class ExportGraph(nn.Module):
+    """The encoder as one function of (input_ids, attention_mask), traced once for both graphs: the sentence
+    embeddings (truncated as `encode` truncates them) and the token embeddings sentence-transformers pools itself."""
+
+    def __init__(self, encoder: SentenceEncoder):
+        super().__init__()
+        self.encoder = encoder
+        # Taken before tracing, so that a model without one backbone (static, routed) is refused in one line.
+        self.backbone = encoder.backbone
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        tokens = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        embeddings = self.encoder.sentence_embeddings(tokens, attention_mask)
+        return embeddings[:, :self.encoder.output_dim], tokens
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def export_encoder(model_path: str, output_dir: str | Path, format: str = "onnx", quantize: str = "none",
+                   opset: int = 18) -> Path:
+    """Export the model at `model_path` into `output_dir` (replaced if it exists); returns the folder."""
+    check_choice("format", format, FORMATS)
+    check_choice("quantize", quantize, QUANTIZATIONS)
+    output_dir = Path(output_dir)
+    encoder = SentenceEncoder.from_pretrained(model_path).float().eval()
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+    try:
+        import onnx
+    except ImportError as error:
+        raise ConfigError('exporting needs onnx and onnxruntime: pip install "embedlab[export]"') from error
+    with tempfile.TemporaryDirectory(prefix="export_") as scratch:
+        traced = trace_to_onnx(encoder, Path(scratch) / "traced.onnx", opset)
+        for output_name, target in ((EMBEDDING_OUTPUT, GRAPH_FILES[format]),
+                                    (TOKEN_OUTPUT, SENTENCE_TRANSFORMERS_GRAPHS[format])):
+            onnx_file = Path(scratch) / f"{output_name}.onnx"
+            onnx.utils.extract_model(str(traced), str(onnx_file), list(GRAPH_INPUTS), [output_name])
+            if quantize == "int8":
+                onnx_file = quantize_int8(onnx_file, Path(scratch) / f"{output_name}_int8.onnx")
+            (output_dir / target).parent.mkdir(parents=True, exist_ok=True)
+            write_graph(onnx_file, output_dir / target, format)
+    encoder.tokenizer.save_pretrained(output_dir)
+    write_sentence_transformers_layout(encoder, output_dir)
+    write_json(output_dir / EXPORT_FILE, {
+        "format": format, "quantize": quantize, "graph": GRAPH_FILES[format], "source": str(model_path),
+        "embedding_dim": encoder.output_dim, "max_seq_length": encoder.max_seq_length,
+        "do_lower_case": encoder.do_lower_case, "prompts": encoder.prompts,
+        "default_prompt_name": encoder.default_prompt_name})
+    check_export(encoder, output_dir, quantize)
+    return output_dir
+
+
+def trace_to_onnx(encoder: SentenceEncoder, path: Path, opset: int) -> Path:
+    # Two texts of different lengths: a batch or a length of 1 would be traced as a constant.
+    features = encoder.tokenize(PROBE_TEXTS[:2])
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    torch.onnx.export(ExportGraph(encoder), tuple(features[name] for name in GRAPH_INPUTS), str(path), dynamo=True,
+                      input_names=list(GRAPH_INPUTS), output_names=[EMBEDDING_OUTPUT, TOKEN_OUTPUT],
+                      opset_version=opset, dynamic_shapes={name: {0: batch, 1: sequence} for name in GRAPH_INPUTS},
+                      external_data=False, verbose=False)
+    return path
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """int8 weights for every MatMul, activations quantised per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    return target
+
+
+def write_graph(onnx_file: Path, target: Path, format: str) -> None:
+    if format == "onnx":
+        shutil.copyfile(onnx_file, target)
+        return
+    import openvino
+
+    openvino.save_model(openvino.convert_model(onnx_file), target, compress_to_fp16=False)
+
+
+def write_sentence_transformers_layout(encoder: SentenceEncoder, output_dir: Path) -> None:
+    """The model folder minus the torch weights: the configs sentence-transformers and Hugging Face read."""
+    with tempfile.TemporaryDirectory(prefix="layout_") as scratch:
+        encoder.save(Path(scratch) / "model")
+        for item in (Path(scratch) / "model").iterdir():
+            if item.suffix in (".safetensors", ".bin") or (output_dir / item.name).exists():
+                continue
+            (shutil.copytree if item.is_dir() else shutil.copyfile)(item, output_dir / item.name)
+
+
+def check_export(encoder: SentenceEncoder, output_dir: Path, quantize: str) -> float:
+    """The largest difference between the exported and the torch embeddings on a few texts; fp32 must agree."""
+    exported = ExportedEncoder.load(output_dir).encode(PROBE_TEXTS)
+    difference = float((exported - encoder.encode(PROBE_TEXTS)).abs().max())
+    log.info("exported %s: largest difference from the torch embeddings %.2e", output_dir, difference)
+    if quantize == "none" and difference > FP32_TOLERANCE:
+        raise ConfigError(f"the exported graph differs from the torch model by {difference:.2e} "
+                          f"(more than {FP32_TOLERANCE}); this backbone does not export faithfully")
+    return difference

@@ -1,0 +1,87 @@
+"""An exported model (embedlab.modeling.export) served by onnxruntime or OpenVINO, behind the encoder interface the
+evaluators use: `encode(texts, batch_size, show_progress_bar, prompt_name)`."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import AutoTokenizer
+
+from embedlab.errors import ConfigError
+from embedlab.modeling.encoder import apply_prompt
+from embedlab.modeling.model_files import read_json
+from embedlab.modeling.tokenization import Tokenize
+
+INSTALL_HINT = 'pip install "embedlab[export]"'
+GRAPH_INPUTS = ("input_ids", "attention_mask")
+EMBEDDING_OUTPUT = "sentence_embedding"
+EXPORT_FILE = "export.json"
+
+
+class ExportedEncoder:
+    """Embeds texts with an exported graph, tokenised and batched as `SentenceEncoder.encode` does. The runtime uses
+    as many threads as torch (`torch.set_num_threads`, `threads=` of the scripts)."""
+
+    def __init__(self, tokenize: Tokenize, run_graph: Callable[[dict[str, np.ndarray]], np.ndarray],
+                 output_dim: int, prompts: dict[str, str], default_prompt_name: str | None, description: str):
+        self.tokenize = tokenize
+        self.run_graph = run_graph
+        self.output_dim = output_dim
+        self.prompts = prompts
+        self.default_prompt_name = default_prompt_name
+        self.description = description
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ExportedEncoder":
+        settings = read_export_settings(directory)
+        if settings is None:
+            raise ConfigError(f"{directory} is not an exported model (no export.json); export one with "
+                              "scripts/export.py")
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        graph = Path(directory) / settings["graph"]
+        run_graph = onnx_runtime(graph) if settings["format"] == "onnx" else openvino_runtime(graph)
+        return cls(Tokenize(tokenizer, settings["max_seq_length"], settings["do_lower_case"]), run_graph,
+                   settings["embedding_dim"], settings["prompts"], settings["default_prompt_name"],
+                   f"{settings['format']} {settings['quantize']}")
+
+    def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False,
+               prompt_name: str | None = None) -> Tensor:
+        """Embeddings of `texts` as a CPU float tensor, in their order."""
+        if not texts:
+            return torch.empty(0, self.output_dim)
+        prompted = [apply_prompt(self.prompts, self.default_prompt_name, text, prompt_name) for text in texts]
+        return self.tokenize.in_length_order(prompted, batch_size, self._embed, show_progress_bar)
+
+    def _embed(self, features: dict[str, Tensor]) -> Tensor:
+        return torch.from_numpy(self.run_graph({name: features[name].numpy() for name in GRAPH_INPUTS}))
+
+
+def onnx_runtime(graph: Path) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ConfigError(f"serving an ONNX export needs onnxruntime: {INSTALL_HINT}") from error
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return lambda inputs: session.run([EMBEDDING_OUTPUT], inputs)[0]
+
+
+def openvino_runtime(graph: Path) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    try:
+        import openvino
+    except ImportError as error:
+        raise ConfigError(f"serving an OpenVINO export needs openvino: {INSTALL_HINT}") from error
+    # f32 inference: on CPUs with bf16 units OpenVINO would otherwise compute in bf16 and drift from the torch model.
+    compiled = openvino.Core().compile_model(str(graph), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return lambda inputs: request.infer(inputs)[EMBEDDING_OUTPUT].copy()
+
+
+def read_export_settings(directory: str | Path) -> dict | None:
+    """The settings an export wrote, or None when `directory` is not an exported model."""
+    path = Path(directory) / EXPORT_FILE
+    return read_json(path) if path.is_file() else None

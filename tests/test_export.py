@@ -1,0 +1,132 @@
+"""Export: the tiny model to ONNX and OpenVINO, served without torch, against the torch model; and the exported
+folder scored by scripts/evaluate.py through the same evaluators."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from cli import ROOT, assert_one_line_error
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import (
+    Dense,
+    Normalize,
+    Pooling,
+    Router,
+    Transformer,
+)
+
+from embedlab.errors import ConfigError
+from embedlab.evaluation.loaders import load_scored_pairs
+from embedlab.evaluation.sts import STSEvaluator
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.export import export_encoder
+from embedlab.modeling.exported import ExportedEncoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TEXTS = ["a man plays the guitar", "the dog runs", "two children play with a ball in the big green park", "a"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def prompted_model(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny model normalised, truncated and with a query prompt: all of it must survive the export."""
+    encoder = SentenceEncoder.from_pretrained(tiny_model_dir, normalize=True, truncate_dim=24)
+    encoder.prompts = {"query": "query: "}
+    return str(encoder.save(tmp_path_factory.mktemp("prompted") / "model"))
+
+
+@pytest.fixture(scope="module")
+def onnx_export(prompted_model, tmp_path_factory):
+    return export_encoder(prompted_model, tmp_path_factory.mktemp("export") / "onnx")
+
+
+def test_the_onnx_graph_gives_the_torch_embeddings(prompted_model, onnx_export):
+    torch_encoder = SentenceEncoder.load(prompted_model)
+    exported = ExportedEncoder.load(onnx_export)
+    for prompt in (None, "query"):
+        expected = torch_encoder.encode(TEXTS, batch_size=3, prompt_name=prompt)
+        served = exported.encode(TEXTS, batch_size=3, prompt_name=prompt)
+        assert served.shape == expected.shape == (len(TEXTS), 24)
+        torch.testing.assert_close(served, expected, atol=1e-4, rtol=0)
+    assert not torch.allclose(exported.encode(TEXTS[:1], prompt_name="query"), exported.encode(TEXTS[:1]))
+
+
+def test_the_graph_takes_ids_and_mask_and_gives_sentence_embeddings(onnx_export):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_export / "sentence_embedding.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    assert [o.name for o in session.get_outputs()] == ["sentence_embedding"]
+    # The sentence-transformers layout beside it: a token-embedding graph and the module configs.
+    tokens = onnxruntime.InferenceSession(str(onnx_export / "onnx" / "model.onnx"),
+                                          providers=["CPUExecutionProvider"])
+    assert [o.name for o in tokens.get_outputs()] == ["last_hidden_state"]
+    modules = json.loads((onnx_export / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    assert (onnx_export / "config.json").exists() and not list(onnx_export.glob("*.safetensors"))
+
+
+def test_openvino_int8_stays_close_to_fp32(prompted_model, tmp_path):
+    pytest.importorskip("openvino")
+    folder = export_encoder(prompted_model, tmp_path / "openvino_int8", format="openvino", quantize="int8")
+    assert (folder / "sentence_embedding.xml").exists() and (folder / "openvino" / "openvino_model.xml").exists()
+    served = ExportedEncoder.load(folder).encode(TEXTS)
+    expected = SentenceEncoder.load(prompted_model).encode(TEXTS)
+    cosines = torch.nn.functional.cosine_similarity(served, expected)
+    assert cosines.min() > 0.99
+    assert not torch.allclose(served, expected, atol=1e-6)  # the weights really are int8
+
+
+def test_the_export_scores_as_the_torch_model_through_the_evaluators(prompted_model, onnx_export, tiny_data_dir,
+                                                                        tmp_path):
+    source = {"local": {"path": str(tiny_data_dir / "stsbenchmark" / "sts-test.csv"), "delimiter": "\t",
+                        "quoting": "none", "header": False, "columns": {"sentence1": 5, "sentence2": 6, "score": 4},
+                        "score_range": [0, 5]}}
+    evaluator = STSEvaluator("test/stsb", load_scored_pairs(source))
+    expected = evaluator(SentenceEncoder.load(prompted_model))["test/stsb/spearman_cosine"]
+    command = [sys.executable, "scripts/evaluate.py", f"model_path={onnx_export}", f"paths.data_dir={tiny_data_dir}",
+               "evaluation=[stsb,latency]", "evaluation.latency.repeats=1",
+               "evaluation.latency.single_queries=3", "evaluation.latency.texts.count=8",
+               "compare_sentence_transformers=false", f"hydra.run.dir={tmp_path}", "threads=1"]
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["test/stsb/spearman_cosine"] == pytest.approx(expected, abs=1e-3)
+    assert results["latency/sentences_per_second@32"] > 0
+
+
+def test_an_exported_model_refuses_torch_settings(onnx_export, tiny_data_dir, tmp_path):
+    command = [sys.executable, "scripts/evaluate.py", f"model_path={onnx_export}", f"paths.data_dir={tiny_data_dir}",
+               "evaluation=[stsb]", "compile=true", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert_one_line_error(result, "is an exported model")
+
+
+def test_an_unknown_format_is_one_line_before_anything_loads(tmp_path):
+    command = [sys.executable, "scripts/export.py", "model_path=/no/such/model", "format=tflite",
+               f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert_one_line_error(result, "format must be one of onnx, openvino, got 'tflite'")
+
+
+def test_loading_a_folder_that_is_no_export_says_so(tiny_model_dir):
+    with pytest.raises(ConfigError, match="not an exported model"):
+        ExportedEncoder.load(tiny_model_dir)
+
+
+def test_every_module_after_the_backbone_is_in_the_graph(tiny_model_dir, tmp_path):
+    SentenceTransformer(modules=[Transformer(tiny_model_dir), Pooling(32, "cls"), Dense(32, 8), Normalize()],
+                        device="cpu").save(str(tmp_path / "model"))
+    served = ExportedEncoder.load(export_encoder(str(tmp_path / "model"), tmp_path / "onnx")).encode(TEXTS)
+    torch.testing.assert_close(served, SentenceEncoder.load(tmp_path / "model").encode(TEXTS), rtol=0, atol=1e-5)
+    assert served.shape == (len(TEXTS), 8)
+
+
+def test_a_model_without_one_backbone_is_refused_in_one_line(tiny_model_dir, tmp_path):
+    routes = [[Transformer(tiny_model_dir), Pooling(32)] for _ in range(2)]
+    SentenceTransformer(modules=[Router.for_query_document(*routes)], device="cpu").save(str(tmp_path / "model"))
+    with pytest.raises(ConfigError, match="this model starts with a Router, not a transformer backbone"):
+        export_encoder(str(tmp_path / "model"), tmp_path / "onnx")

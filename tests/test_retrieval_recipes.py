@@ -1,0 +1,61 @@
+"""The retrieval recipes end to end on the tiny model and data: distillation from a cross-encoder in cached stages,
+and the side-by-side retrieval benchmark against sentence-transformers."""
+
+import json
+import os
+import subprocess
+import sys
+
+from cli import ROOT, run_train
+
+from embedlab.recipes.distillation import read_rows
+
+TINY_TEACHER = '["model=cross_encoder","loss=bce","evaluation=[]","data.batch_size=8","trainer.max_epochs=1"]'
+
+
+def test_distillation_trains_a_teacher_on_mined_pairs_and_a_student_on_its_scores(tmp_path, tiny_data_dir,
+                                                                                   tiny_model_dir):
+    run_dir = tmp_path / "distill"
+    overrides = ("experiment=medquad_distill", "precision=32-true", "distill.mining.relative_margin=null",
+                 f"distill.teacher={TINY_TEACHER[:-1]},\"backbone.name_or_path={tiny_model_dir}\"]",
+                 'distill.student=["loss=margin_mse","evaluation=[medquad]","trainer.max_steps=3"]')
+    result = run_train(*overrides, run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mined = read_rows(run_dir / "mined" / "mined.jsonl")
+    pairs = read_rows(run_dir / "teacher" / "pairs.jsonl")
+    scored = read_rows(run_dir / "scored" / "scored.jsonl")
+    assert len(mined) == len(scored) == 45
+    assert {pair["score"] for pair in pairs} == {0.0, 1.0}
+    assert sum(pair["score"] for pair in pairs) == len({(row["anchor"], row["positive"]) for row in mined})
+    assert all(len(row["scores"]) == 2 and all(0 <= score <= 1 for score in row["scores"]) for row in scored)
+    assert [row["negative_1"] for row in scored] == [row["negative_1"] for row in mined]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert "student/test/medquad-dev/ndcg@10" in results and results["distill/mined_rows"] == 45
+    student = (run_dir / "student" / "config.yaml").read_text()
+    assert "MarginMSELoss" in student and str(run_dir / "scored" / "scored.jsonl") in student
+    # Done stages are reused: a rerun trains nothing.
+    rerun = run_train(*overrides, run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert rerun.returncode == 0 and "stage teacher: done before" in rerun.stderr + rerun.stdout
+
+
+def test_the_retrieval_benchmark_runs_both_sides_of_every_recipe(tmp_path, tiny_data_dir, tiny_model_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "scripts/benchmark.py", "suite=retrieval", f"model_path={tiny_model_dir}",
+               f"paths.data_dir={tiny_data_dir}", f"hydra.run.dir={tmp_path}", "suite.rows=24", "suite.batch_size=8",
+               "suite.precision=32-true", "suite.mining.relative_margin=null", f"suite.teacher={TINY_TEACHER}"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["suite/rows"] == 24
+    for recipe in ("mnr", "mnr_mined", "gist", "margin_mse"):
+        for side in ("embedlab", "sentence_transformers"):
+            assert f"{recipe}/{side}/dev/medquad/ndcg@10" in results
+            assert results[f"{recipe}/{side}/train/samples_per_second"] > 0
+            assert (tmp_path / recipe / side / "model" / "modules.json").exists()
+            assert f"| {recipe} | {side} |" in result.stdout
+        if recipe != "mnr":
+            assert 0 <= results[f"significance/{recipe}_vs_mnr/embedlab/p_ttest"] <= 1
+    assert "significance/best_embedlab_vs_best_sentence_transformers/p_ttest" in results
+    # Each side mined its own hard negatives, with the same settings.
+    for side in ("embedlab", "sentence_transformers"):
+        assert len(read_rows(tmp_path / "mined" / f"{side}.jsonl")) == 24
