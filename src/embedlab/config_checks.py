@@ -73,7 +73,8 @@ class OneOf:
 def _precisions() -> tuple:
     from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
-    return tuple(choice for member in typing.get_args(_PRECISION_INPUT) for choice in typing.get_args(member))
+    # "auto": the hardware's choice, made by embedlab.modeling.precision.resolve_precision before Lightning sees it.
+    return ("auto", *(choice for member in typing.get_args(_PRECISION_INPUT) for choice in typing.get_args(member)))
 
 
 def _strategies() -> tuple:
