@@ -205,6 +205,9 @@ def quiet_false_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
     # The folder is this run's (claimed_run_folder): a checkpoint already there is its own, saved before a resume.
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
+    # The evaluation callback gathers every process's share and logs the same figures on each (sync_dist=False by
+    # design): averaging equal values across processes would change nothing.
+    warnings.filterwarnings("ignore", message=r".*It is recommended to use `self\.log\('(dev|test)/.*sync_dist=True")
     # Lightning's own pytree helper calls what torch deprecated; nothing the user can change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     # An advertisement for Lightning's cloud logging service, printed by every Trainer; nothing about this run.

@@ -19,7 +19,6 @@ training runs and their final test Spearman. Writes benchmark.json into the Hydr
 import contextlib
 import json
 import logging
-import math
 import statistics
 import subprocess
 import tempfile
@@ -47,6 +46,7 @@ from embedlab.modeling.precision import (
     resolve_precision,
     weight_dtype,
 )
+from embedlab.recipes.reference import ReferenceSettings, train_sentence_transformers
 from embedlab.recipes.stages import run_stage
 from embedlab.run_folder import write_json
 
@@ -310,70 +310,30 @@ def reference_rows(train_cfg: DictConfig) -> tuple[list[dict], list[str], str | 
 
 def train_reference(cfg: DictConfig, job: str, output_dir: Path, max_steps: int | None = None,
                     clock: StepClock | None = None):
-    """sentence-transformers' model, tokenisation (`preprocess`) and loss, on the project's rows, batch and seed,
-    trained the way its trainer trains: AdamW without decay on biases and LayerNorm weights, linear warm-up and
-    decay, gradient clipping, and its no-duplicates batch sampler for MNR. The loop is a plain one rather than
-    SentenceTransformerTrainer, which needs `accelerate` and adds the Hugging Face Trainer's bookkeeping to every
-    step: if anything the reference runs faster so, and the ratio does not flatter the project.
-    `max_steps` None: the experiment's epochs.
-    """
-    import datasets
+    """sentence-transformers' side of a training job (embedlab.recipes.reference): its model and loss on the
+    project's rows, batch, seed, optimiser settings and clipping. `max_steps` None: the experiment's epochs."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base import NoDuplicatesBatchSampler
     from sentence_transformers.sentence_transformer.losses import (
         CosineSimilarityLoss,
         MultipleNegativesRankingLoss,
     )
-    from sentence_transformers.util import batch_to_device
-    from transformers import get_linear_schedule_with_warmup
 
     train_cfg = project_train_config(cfg, job, output_dir)
     rows, text_columns, target = reference_rows(train_cfg)
     torch.manual_seed(cfg.seed)
     model = SentenceTransformer(str(cfg.model_path), device=cfg.device)
-    model.train()
     if cfg.sentence_transformers.compile:
         model[0].auto_model.compile(dynamic=True)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    if TRAIN_JOBS[job].loss == "mnr":
-        loss_fn = MultipleNegativesRankingLoss(model, scale=train_cfg.loss.scale)
-        table = datasets.Dataset.from_list([{column: row[column] for column in text_columns} for row in rows])
-        batches = NoDuplicatesBatchSampler(table, batch_size=cfg.train.batch_size, drop_last=False,
-                                           generator=generator, seed=cfg.seed)
-    else:
-        loss_fn = CosineSimilarityLoss(model)
-        batches = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(rows, generator=generator),
-                                                batch_size=cfg.train.batch_size, drop_last=False)
-    total = max_steps or train_cfg.trainer.max_epochs * len(batches)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(("bias", "LayerNorm.weight"))]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(("bias", "LayerNorm.weight"))]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train_cfg.optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=train_cfg.optim.lr)
-    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(train_cfg.optim.warmup_ratio * total), total)
-    step, epoch = 0, 0
-    while step < total:
-        if hasattr(batches, "set_epoch"):
-            batches.set_epoch(epoch)
-        for indices in batches:
-            batch = [rows[index] for index in indices]
-            features = [batch_to_device(model.preprocess([row[column] for row in batch]), model.device)
-                        for column in text_columns]
-            labels = torch.tensor([row[target] for row in batch], device=model.device) if target else None
-            with autocast(cfg.sentence_transformers.precision, cfg.device):
-                loss = loss_fn(features, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.trainer.gradient_clip_val)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            step += 1
-            if clock is not None:
-                clock.tick(step, len(batch))
-            if step == total:
-                break
-        epoch += 1
-    model.eval()
-    return model
+    in_batch = TRAIN_JOBS[job].loss == "mnr"
+    loss_fn = (MultipleNegativesRankingLoss(model, scale=train_cfg.loss.scale) if in_batch
+               else CosineSimilarityLoss(model))
+    settings = ReferenceSettings(batch_size=cfg.train.batch_size, lr=train_cfg.optim.lr,
+                                 warmup_ratio=train_cfg.optim.warmup_ratio,
+                                 weight_decay=train_cfg.optim.weight_decay, epochs=train_cfg.trainer.max_epochs,
+                                 max_steps=max_steps, seed=cfg.seed, precision=cfg.sentence_transformers.precision,
+                                 no_duplicates=in_batch, gradient_clip=train_cfg.trainer.gradient_clip_val)
+    return train_sentence_transformers(model, rows, text_columns, target, loss_fn, settings,
+                                       on_step=clock.tick if clock is not None else None)
 
 
 def benchmark_training(cfg: DictConfig, job: str, work_dir: Path) -> dict:
