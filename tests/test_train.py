@@ -93,3 +93,12 @@ def test_a_run_without_any_logger(tmp_path, tiny_data_dir, tiny_model_dir, capfd
                         run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/stsb/spearman_cosine" in json.loads((tmp_path / "run" / "results.json").read_text())
+
+
+def test_bf16_mixed_training_clips_gradients_without_the_fused_optimiser(tmp_path, tiny_data_dir, tiny_model_dir,
+                                                                         capfd, monkeypatch):
+    # Lightning refuses a fused optimiser beside gradient clipping under mixed precision.
+    result = train_here(capfd, monkeypatch, "data=stsb", "loss=cosine", "precision=bf16-mixed", "trainer.max_steps=3",
+                        "evaluation=[]", run_dir=tmp_path / "run", data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()

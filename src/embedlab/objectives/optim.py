@@ -72,7 +72,11 @@ def check_warmup_ends(total: int, warmup_ratio: float, warn: bool = True) -> Non
 
 
 def fused_supported(module: L.LightningModule) -> bool:
-    """Torch's fused AdamW takes floating-point parameters on the CPU, CUDA and a few other devices."""
+    """Torch's fused AdamW takes floating-point parameters on the CPU, CUDA and a few other devices. Under mixed
+    precision Lightning refuses it beside gradient clipping (a fused step would unscale the gradients itself, after
+    they were clipped), so mixed-precision runs keep the per-tensor loop."""
+    if str(module.trainer.precision).endswith("-mixed"):
+        return False
     return all(parameter.is_floating_point() and parameter.device.type in FUSED_DEVICES
                for parameter in module.parameters() if parameter.requires_grad)
 
