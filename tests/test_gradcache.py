@@ -98,7 +98,8 @@ def a_lightning_step(tiny_model_dir, loss: nn.Module, clip: float) -> tuple[dict
     encoder = without_dropout(SentenceEncoder.from_pretrained(tiny_model_dir))
     backbone_runs = []
     encoder.backbone.register_forward_hook(lambda *_: backbone_runs.append(1))
-    module = BiEncoderModule(encoder, loss)
+    # No warm-up: a one-step run whose step is the warm-up's first (rate 0) is refused.
+    module = BiEncoderModule(encoder, loss, warmup_ratio=0.0)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, gradient_clip_val=clip, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=OneBatch(encoder))

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from cli import ROOT, run_train
+from cli import ROOT, run_command, run_train
 
 from embedlab.recipes.distillation import read_rows
 
@@ -33,8 +33,8 @@ def test_distillation_trains_a_teacher_on_mined_pairs_and_a_student_on_its_score
     assert "student/test/medquad-dev/ndcg@10" in results and results["distill/mined_rows"] == 45
     student = (run_dir / "student" / "config.yaml").read_text()
     assert "MarginMSELoss" in student and str(run_dir / "scored" / "scored.jsonl") in student
-    # Done stages are reused: a rerun trains nothing.
-    rerun = run_train(*overrides, run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    # Resumed, the recipe reuses its done stages and trains nothing.
+    rerun = run_command([sys.executable, "train.py", f"resume={run_dir}"])
     assert rerun.returncode == 0 and "stage teacher: done before" in rerun.stderr + rerun.stdout
 
 

@@ -103,12 +103,14 @@ def build_decoder(name_or_path: str, trust_remote_code: bool = False) -> PreTrai
     try:
         config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code, is_decoder=True,
                                             add_cross_attention=True)
-        decoder, _ = load_pretrained(location, AutoModelForCausalLM, trust_remote_code, config=config)
-    except ValueError as error:
-        raise ConfigError(f"backbone '{name_or_path}' has no causal-LM form with cross-attention for TSDAE's decoder "
-                          f"({first_line(error)}); use a BERT-like backbone") from None
     except OSError as error:
         raise ConfigError(f"could not load backbone '{name_or_path}' as TSDAE's decoder: {first_line(error)}") from None
+    # load_pretrained would report a missing causal-LM class as an unloadable folder: asked first, it is named.
+    remote_class = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if type(config) not in AutoModelForCausalLM._model_mapping and not remote_class:
+        raise ConfigError(f"backbone '{name_or_path}' has no causal-LM form with cross-attention for TSDAE's decoder "
+                          f"({type(config).__name__} has no causal-LM class); use a BERT-like backbone")
+    decoder, _ = load_pretrained(location, AutoModelForCausalLM, trust_remote_code, config=config)
     if not getattr(decoder.config, "add_cross_attention", False):
         raise ConfigError(f"backbone '{name_or_path}': its causal-LM form ({type(decoder).__name__}) cannot attend "
                           "to an encoder; use a BERT-like backbone")
