@@ -80,7 +80,11 @@ def test_scoring_given_embeddings_equals_encoding_the_corpus_in_chunks():
     data, encoder = hand_made_set()
     chunked = RetrievalEvaluator("hand", data, corpus_chunk_size=2)
     given = chunked.score(encode_inputs(encoder, chunked.inputs, batch_size=2))
-    assert given == chunked(encoder)
+    encoded = chunked(encoder)
+    # Everything but the speed of the search, which is a timing.
+    timing = "hand/queries_per_second"
+    assert given.pop(timing) > 0 and encoded.pop(timing) > 0
+    assert given == encoded
     assert [role for role, _ in chunked.inputs] == ["query"] * 2 + ["document"] * 5
 
 

@@ -1,6 +1,7 @@
 """Export: the tiny model to ONNX and OpenVINO, served without torch, against the torch model; and the exported
 folder scored by scripts/evaluate.py through the same evaluators."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -86,10 +87,10 @@ print(json.dumps({"files": (folder / "sentence_embedding.xml").exists()
 """
 
 
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 def test_openvino_int8_stays_close_to_fp32(prompted_model, tmp_path):
-    pytest.importorskip("openvino")
-    # In its own process: once loaded, OpenVINO's runtime breaks pytest's capture of the output of the in-process
-    # runs of later tests in the same worker.
+    # In its own process, and never imported here: once imported, OpenVINO breaks pytest's capture of the output of
+    # the in-process runs of later tests in the same worker.
     result = subprocess.run([sys.executable, "-c", OPENVINO_CHECK, prompted_model, str(tmp_path / "openvino_int8"),
                              json.dumps(TEXTS)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
                             check=False)
