@@ -7,6 +7,9 @@
 # --cpu-only runs the same steps on the CPU at a tiny size (the gpu tests skip), as CI does to keep the script
 # working. Environment: EMBEDLAB_DATA_DIR (default ../shared/data), EMBEDLAB_CHECK_MODEL (default the packaged
 # all-MiniLM-L6-v2), EMBEDLAB_CHECK_OUT (default device_check.json).
+# On a lent GPU machine only the checkout travels, not ../shared/data: copy the two folders the benchmark reads
+# (stsbenchmark/, nli_ling_in_loop/, 23 MB) into a folder of the checkout that .git/info/exclude ignores, carry that
+# folder with the call, and set EMBEDLAB_DATA_DIR to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -12,11 +12,12 @@ import pytest
 from cli import run_here
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from test_evaluation_retrieval import write_liveqa
 
 from embedlab.cli import entry_point
 from embedlab.evaluation.datasets import ScoredPairs
-from embedlab.evaluation.job import evaluate
+from embedlab.evaluation.job import evaluate, load_encoder
 from embedlab.evaluation.sts import STSEvaluator
 from embedlab.modeling.encoder import SentenceEncoder
 
@@ -91,6 +92,15 @@ def test_the_default_evaluation_writes_every_suite(tiny_model_dir, tiny_data_dir
     assert (tmp_path / "config.yaml").is_file()
     for bar in ("encode", "test/liveqa-med: search", "latency: batch 32", "latency: single queries"):
         assert bar in run.stderr, f"no progress bar {bar!r}"
+
+
+def test_max_seq_length_reads_every_text_to_that_many_tokens(tiny_model_dir):
+    cfg = OmegaConf.create({"model_path": tiny_model_dir, "max_seq_length": 8, "device": "cpu",
+                            "precision": "32-true", "compile": False})
+    encoder = load_encoder(cfg)
+    assert encoder.tokenize(["word " * 50])["input_ids"].shape[1] == 8
+    saved = SentenceEncoder.from_pretrained(tiny_model_dir).max_seq_length
+    assert saved > 8 and load_encoder(OmegaConf.merge(cfg, {"max_seq_length": None})).max_seq_length == saved
 
 
 @pytest.mark.slow

@@ -71,3 +71,36 @@ def test_the_retrieval_benchmark_runs_both_sides_of_every_recipe(tmp_path, tiny_
     # Each side mined its own hard negatives, with the same settings.
     for side in ("embedlab", "sentence_transformers"):
         assert len(read_rows(tmp_path / "mined" / f"{side}.jsonl")) == 24
+
+
+def test_the_retrieval_benchmark_runs_one_side_alone(tmp_path, tiny_data_dir, tiny_model_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "scripts/benchmark.py", "suite=retrieval", f"model_path={tiny_model_dir}",
+               f"paths.data_dir={tiny_data_dir}", f"hydra.run.dir={tmp_path}", "suite.rows=24", "suite.batch_size=8",
+               "suite.mining.relative_margin=null", "suite.recipes=[mnr,mnr_mined]", "suite.sides=[embedlab]"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0 <= results["significance/mnr_mined_vs_mnr/embedlab/p_ttest"] <= 1
+    assert results["best/embedlab"] in ("mnr", "mnr_mined") and "best/sentence_transformers" not in results
+    assert not any(key.startswith(("mnr/sentence_transformers", "mnr_mined/sentence_transformers")) for key in results)
+    assert not (tmp_path / "mnr" / "sentence_transformers").exists()
+    assert not (tmp_path / "mined" / "sentence_transformers.jsonl").exists()
+    assert "| mnr_mined | embedlab |" in result.stdout and "sentence_transformers |" not in result.stdout
+
+    # Resumed with the other side added, the suite reuses embedlab's stages and trains only sentence-transformers'.
+    both = subprocess.run([sys.executable, "scripts/benchmark.py", f"resume={tmp_path}", "suite.recipes=[mnr]",
+                           "suite.sides=[embedlab,sentence_transformers]"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert "stage mnr/embedlab: done before" in both.stdout + both.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "mnr" / "sentence_transformers" / "model" / "modules.json").exists()
+    assert "significance/best_embedlab_vs_best_sentence_transformers/p_ttest" in results
+
+    misspelt = [f"hydra.run.dir={tmp_path / 'misspelt'}" if part.startswith("hydra.run.dir=") else part
+                for part in command[:-1]]
+    unknown = subprocess.run([*misspelt, "suite.sides=[embedlab,st]"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300, check=False)
+    assert unknown.returncode != 0
+    assert "suite.sides: unknown ['st']; known: embedlab, sentence_transformers" in unknown.stderr

@@ -22,6 +22,8 @@ def test_stsb_cosine_run_writes_the_run_contract(tmp_path, tiny_data_dir, tiny_m
         assert key in results
     assert -1 <= results["test/stsb/spearman_cosine"] <= 1
     assert results["train/samples_per_second"] > 0
+    assert results["train/seconds_per_step"] > 0
+    assert results["train/peak_rss_mb"] > 100
     assert (run_dir / "config.yaml").exists() and (run_dir / "csv" / "metrics.csv").exists()
     assert "dev/stsb/spearman_cosine" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
 

@@ -2,7 +2,8 @@
 recipe stage and the benchmark build.
 
 Writes into the run directory: the logs, checkpoints/, model/ (sentence-transformers layout) and results.json with
-keys "<split>/<dataset>/<metric>" and "train/samples_per_second".
+keys "<split>/<dataset>/<metric>", "train/samples_per_second", "train/seconds_per_step" and the fit's peak
+memory ("train/peak_rss_mb"; "train/peak_gpu_memory_mb" on a GPU).
 """
 
 import logging
@@ -149,6 +150,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     for metrics in trainer.validate(module, datamodule=datamodule) + trainer.test(module, datamodule=datamodule):
         results.update(metrics)
     results["train/samples_per_second"] = run.throughput.samples_per_second
+    results["train/seconds_per_step"] = run.throughput.seconds_per_step
+    results.update(run.throughput.peak_memory_mb)
     results.update(datamodule.stats())
     if trainer.is_global_zero:
         train_rows = len(datamodule.train_rows) if datamodule.train_rows is not None else None

@@ -70,11 +70,15 @@ class OneOf:
         return None if value in choices else "one of " + ", ".join(str(choice) for choice in choices)
 
 
+# precision=auto: the hardware's choice, made by embedlab.modeling.precision.resolve_precision before Lightning
+# sees the config.
+AUTO_PRECISION = "auto"
+
+
 def _precisions() -> tuple:
     from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
-    # "auto": the hardware's choice, made by embedlab.modeling.precision.resolve_precision before Lightning sees it.
-    return ("auto", *(choice for member in typing.get_args(_PRECISION_INPUT) for choice in typing.get_args(member)))
+    return (AUTO_PRECISION, *(choice for member in typing.get_args(_PRECISION_INPUT) for choice in typing.get_args(member)))
 
 
 def _strategies() -> tuple:

@@ -16,10 +16,10 @@ from embedlab.errors import ConfigError
 from embedlab.redaction import loggable_config
 from embedlab.run_folder import CONFIG_FILE, OVERRIDES_FILE, run_outputs
 
-# What a resume may change: when the run stops, how it logs and reports, how fast it loads. None of them changes
-# what the steps train on or how.
+# What a resume may change: when the run stops, how it logs and reports, how fast it loads, and which of the
+# retrieval suite's cached stages run. None of them changes what the steps train on or how.
 CHANGEABLE = ("trainer.max_steps", "trainer.max_epochs", "trainer.log_every_n_steps", "eval_every_n_steps",
-              "data.num_workers", "logger", "callbacks")
+              "data.num_workers", "logger", "callbacks", "suite.recipes", "suite.sides")
 # What differs with the resume itself: how it is asked for, where the folder now is, what follows from those.
 FOLLOWING = ("resume", "ckpt_path", "overwrite", "paths.output_dir", "trainer.default_root_dir",
              "trainer.val_check_interval")

@@ -8,13 +8,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from embedlab.config_checks import AUTO_PRECISION
 from embedlab.errors import ConfigError
 from embedlab.evaluation.latency import LatencyEvaluator
 from embedlab.evaluation.report import write_results
 from embedlab.evaluation.runner import peak_rss_mb, run_evaluators
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.modeling.exported import ExportedEncoder, read_export_settings
-from embedlab.modeling.precision import AUTO, resolve_precision
+from embedlab.modeling.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 REFERENCE_BATCH_SIZE = 32
@@ -48,7 +49,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def load_encoder(cfg: DictConfig) -> SentenceEncoder:
-    encoder = SentenceEncoder.from_pretrained(cfg.model_path).to(cfg.device)
+    encoder = SentenceEncoder.from_pretrained(cfg.model_path, max_seq_length=cfg.max_seq_length).to(cfg.device)
     precision = resolve_precision(cfg.precision, cfg.device, "inference")
     if precision != "32-true" or cfg.compile:
         # fp32 eager is the loaded encoder as it is: no second copy of the weights in memory (or in peak RSS).
@@ -58,9 +59,9 @@ def load_encoder(cfg: DictConfig) -> SentenceEncoder:
 
 def load_exported(cfg: DictConfig) -> ExportedEncoder:
     """A folder written by scripts/export.py, served by its runtime as it was exported."""
-    if cfg.precision not in (AUTO, "32-true") or cfg.compile or cfg.device != "cpu":
+    if cfg.precision not in (AUTO_PRECISION, "32-true") or cfg.compile or cfg.device != "cpu" or cfg.max_seq_length:
         raise ConfigError(f"{cfg.model_path} is an exported model: it runs on the CPU as exported, so leave "
-                          "precision, compile and device at their defaults")
+                          "precision, compile, device and max_seq_length at their defaults")
     return ExportedEncoder.load(cfg.model_path)
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from embedlab.config_checks import AUTO_PRECISION
 from embedlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
-AUTO = "auto"
 # What `auto` becomes where bf16 pays: autocast for training, weights cast once for inference.
 AUTO_BF16 = {"training": "bf16-mixed", "inference": "bf16-true"}
 # CPU instructions that compute bf16 natively; without them torch emulates bf16, slower than fp32.
@@ -46,7 +46,7 @@ def weight_dtype(precision: str) -> torch.dtype:
 def resolve_precision(precision: str, device: str | torch.device, use: str = "training") -> str:
     """`precision` itself, or for `auto` bf16 (`AUTO_BF16[use]`) where `device` computes bf16 natively and 32-true
     elsewhere; the choice is logged in one line."""
-    if precision != AUTO:
+    if precision != AUTO_PRECISION:
         return precision
     native, why = native_bf16(torch.device(device))
     chosen = AUTO_BF16[use] if native else "32-true"

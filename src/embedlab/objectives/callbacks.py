@@ -19,16 +19,20 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from embedlab.evaluation.callback import EvaluationCallback
+from embedlab.evaluation.runner import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
 
 class ThroughputMeter(L.Callback):
-    """Training samples per second over the whole fit, all processes together, evaluation time excluded."""
+    """Training samples per second and seconds per step over the whole fit, all processes together, evaluation time
+    excluded; and the peak memory of the fit (this process's resident memory, and the GPU's allocations on one)."""
 
     def __init__(self):
         self.samples = 0
+        self.steps = 0
         self.elapsed = 0.0
+        self.peak_memory_mb: dict[str, float] = {}
         self._started = None
         self._evaluating_since = None
         self._evaluation_time = 0.0
@@ -40,8 +44,13 @@ class ThroughputMeter(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
 
+    @property
+    def seconds_per_step(self) -> float:
+        return self.elapsed / self.steps if self.steps else 0.0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.samples += batch["size"] * trainer.world_size
+        self.steps += 1
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._evaluating_since = time.perf_counter()
@@ -53,6 +62,9 @@ class ThroughputMeter(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.elapsed = time.perf_counter() - self._started - self._evaluation_time
+        self.peak_memory_mb["train/peak_rss_mb"] = round(peak_rss_mb())
+        if pl_module.device.type == "cuda":
+            self.peak_memory_mb["train/peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
 
 
 class InterruptCheckpoint(L.Callback):

@@ -33,6 +33,7 @@ from hydra import compose
 from omegaconf import DictConfig
 
 from embedlab.assembly import build_datamodule, build_run
+from embedlab.config_checks import AUTO_PRECISION
 from embedlab.errors import ConfigError
 from embedlab.evaluation.loaders import load_scored_pairs
 from embedlab.evaluation.sts import STSEvaluator
@@ -40,7 +41,6 @@ from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.modeling.export import export_encoder
 from embedlab.modeling.exported import ExportedEncoder
 from embedlab.modeling.precision import (
-    AUTO,
     autocast,
     autocast_dtype,
     resolve_precision,
@@ -79,9 +79,9 @@ def run_benchmark(cfg: DictConfig, work_dir: Path) -> dict:
         raise ConfigError(f"repeats, train.steps and train.warmup_steps must be at least 1, got {cfg.repeats}, "
                           f"{cfg.train.steps} and {cfg.train.warmup_steps}")
     for precision in (cfg.precision, cfg.sentence_transformers.precision):
-        if precision != AUTO:
+        if precision != AUTO_PRECISION:
             autocast_dtype(precision)
-    if cfg.encode.precision != AUTO:
+    if cfg.encode.precision != AUTO_PRECISION:
         weight_dtype(cfg.encode.precision)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

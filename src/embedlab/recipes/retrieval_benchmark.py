@@ -9,7 +9,7 @@ seed, precision and passage length:
 4. `margin_mse`: MarginMSE on the same teacher scores (a cross-encoder trained on the mined pairs, as
    embedlab.recipes.distillation trains it), shared by both sides.
 Each (recipe, side) is a cached stage in `<run dir>/<recipe>/<side>`, so a long comparison can be finished over
-several commands. Every model is scored by the same evaluators (the dev split, LiveQA-Med, STSB test); a paired
+several commands, and `suite.sides=[embedlab]` runs one side alone. Every model is scored by the same evaluators (the dev split, LiveQA-Med, STSB test); a paired
 t-test (and a Wilcoxon signed-rank test) on the per-query nDCG@10 of the dev split compares each recipe with in-batch
 MNR of the same side, and each side's best recipe with the other side's.
 """
@@ -47,9 +47,10 @@ SIDES = (PROJECT, REFERENCE)
 def benchmark_retrieval(cfg: DictConfig) -> dict:
     """Every recipe on both sides, evaluated and compared; the table printed, results.json in the run directory."""
     suite, run_dir = cfg.suite, Path(cfg.paths.output_dir)
-    unknown = sorted(set(suite.recipes) - set(RECIPES))
-    if unknown:
-        raise ConfigError(f"suite.recipes: unknown {unknown}; known: {', '.join(RECIPES)}")
+    for key, known in (("recipes", RECIPES), ("sides", SIDES)):
+        unknown = sorted(set(suite[key]) - set(known))
+        if unknown or not suite[key]:
+            raise ConfigError(f"suite.{key}: {f'unknown {unknown}' if unknown else 'empty'}; known: {', '.join(known)}")
     evaluator_keys = suite.full_evaluators if cfg.full else suite.evaluators
     # The evaluation sets load first: a missing one stops the suite before hours of training.
     evaluators = {key: instantiate(suite.evaluation[key], _convert_="all") for key in evaluator_keys}
@@ -60,7 +61,7 @@ def benchmark_retrieval(cfg: DictConfig) -> dict:
                                                    suite.eval_precision)))
     for recipe in suite.recipes:
         data = recipe_data(cfg, recipe, rows, run_dir)
-        for side in SIDES:
+        for side in suite.sides:
             stage = f"{recipe}/{side}"
             trained = (train_project(cfg, recipe, data[PROJECT], run_dir) if side == PROJECT
                        else train_reference(cfg, recipe, data[REFERENCE], run_dir / stage))
@@ -107,13 +108,16 @@ def recipe_data(cfg: DictConfig, recipe: str, rows: list[dict], run_dir: Path) -
 
 
 def mined_rows(cfg: DictConfig, rows: list[dict], run_dir: Path) -> dict:
-    """Hard negatives mined among the pairs' own answers by each side, with the same settings; cached files."""
+    """Hard negatives mined among the pairs' own answers by each side, with the same settings; cached files. The
+    teacher of margin_mse reads embedlab's, so those are mined whichever sides run."""
     settings = dict(cfg.suite.mining)
     ours, theirs = run_dir / "mined" / f"{PROJECT}.jsonl", run_dir / "mined" / f"{REFERENCE}.jsonl"
     if not ours.exists():
         encoder = SentenceEncoder.load(cfg.model_path, max_seq_length=cfg.suite.max_seq_length)
         distillation.write_rows(ours, mine_hard_negatives(encoder, rows, MiningSettings(**settings),
                                                           batch_size=cfg.suite.encode_batch_size))
+    if REFERENCE not in cfg.suite.sides:
+        return {PROJECT: ours}
     if not theirs.exists():
         distillation.write_rows(theirs, mine_with_sentence_transformers(cfg, rows, settings))
     return {PROJECT: ours, REFERENCE: distillation.read_rows(theirs)}
@@ -196,23 +200,26 @@ def train_reference(cfg: DictConfig, recipe: str, rows: list[dict], stage_dir: P
 
 def significance(cfg: DictConfig, dev: str, run_dir: Path, results: dict) -> dict:
     """Paired tests on the dev split's per-query nDCG@10 (evaluator `dev`): each recipe against in-batch MNR of its
-    side, and the best recipe of each side against the other's."""
+    side, and, with both sides, the best recipe of each side against the other's."""
     metric = "ndcg@10"
+    sides = cfg.suite.sides
     per_query = {stage: per_query_figures(run_dir, stage).get(dev, {}).get(metric)
-                 for stage in (f"{recipe}/{side}" for recipe in cfg.suite.recipes for side in SIDES)}
+                 for stage in (f"{recipe}/{side}" for recipe in cfg.suite.recipes for side in sides)}
     tests = {}
 
     def compare(name: str, first: str, second: str) -> None:
         if per_query.get(first) and per_query.get(second):
             tests.update({f"{name}/{key}": value for key, value in paired_test(per_query[first], per_query[second]).items()})
 
-    for side in SIDES:
+    for side in sides:
         for recipe in cfg.suite.recipes:
             if recipe != "mnr":
                 compare(f"significance/{recipe}_vs_mnr/{side}", f"{recipe}/{side}", f"mnr/{side}")
     best = {side: max(cfg.suite.recipes, key=lambda r: results.get(f"{r}/{side}/{dev}/{metric}", float("-inf")))
-            for side in SIDES}
-    tests["best/embedlab"], tests["best/sentence_transformers"] = best[PROJECT], best[REFERENCE]
+            for side in sides}
+    tests.update({f"best/{side}": recipe for side, recipe in best.items()})
+    if len(best) < len(SIDES):
+        return tests
     compare("significance/best_embedlab_vs_best_sentence_transformers", f"{best[PROJECT]}/{PROJECT}",
             f"{best[REFERENCE]}/{REFERENCE}")
     return tests
@@ -237,7 +244,7 @@ def table(cfg: DictConfig, dev: str, results: dict) -> str:
              "|---|---|" + "---|" * (len(columns) + 1)]
     lines.append("| base | | " + " | ".join(cell(results.get(f"base/{key}")) for key, _ in columns[:3]) + " | | |")
     for recipe in cfg.suite.recipes:
-        for side in SIDES:
+        for side in cfg.suite.sides:
             stage = f"{recipe}/{side}"
             test = f"significance/{recipe}_vs_mnr/{side}"
             versus = (f"{results[f'{test}/mean_difference']:+.4f} (p={results[f'{test}/p_ttest']:.3g})"
