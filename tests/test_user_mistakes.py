@@ -74,6 +74,18 @@ def test_a_new_run_in_a_finished_runs_folder_is_refused_and_changes_nothing(here
     assert snapshot(finished_run) == before
 
 
+def test_an_evaluation_into_a_runs_folder_is_refused_with_what_evaluate_can_do(finished_run, capfd, monkeypatch,
+                                                                                tiny_model_dir, tiny_data_dir):
+    before = snapshot(finished_run)
+    result = run_here(entry_point("evaluate")(evaluate),
+                      ["evaluate.py", f"model_path={tiny_model_dir}", "evaluation=stsb", f"paths.data_dir={tiny_data_dir}",
+                       f"hydra.run.dir={finished_run}"], capfd, monkeypatch)
+    assert_one_line_error(result, f"run folder {finished_run} holds an earlier run (results.json, model, ")
+    # evaluate.py has neither resume= nor overwrite=: the line offers neither.
+    assert result.stderr.rstrip().endswith("ckpt); choose another hydra.run.dir")
+    assert snapshot(finished_run) == before
+
+
 def test_overwrite_replaces_the_earlier_run_whole(here, finished_run):
     earlier_results = (finished_run / "results.json").read_text()
     result = here(*STSB, "trainer.max_steps=2", "overwrite=true", run_dir=finished_run)

@@ -48,10 +48,11 @@ CONFIG_ERRORS = (MissingMandatoryValue, InterpolationResolutionError)
 SEARCH_PATH = "Config search path"
 
 
-def entry_point(config_name: str, resumable: bool = False) -> Callable[[Callable[[DictConfig], object]],
-                                                                        Callable[[], object]]:
-    """`main = entry_point("train")(task)`: `task(cfg)` runs under Hydra with the config `conf/<config_name>.yaml`;
-    `resumable`: `resume=<run dir>` resumes the run in that folder (embedlab.resume)."""
+def entry_point(config_name: str, resumes: str | None = None) -> Callable[[Callable[[DictConfig], object]],
+                                                                         Callable[[], object]]:
+    """`main = entry_point("train")(task)`: `task(cfg)` runs under Hydra with the config `conf/<config_name>.yaml`.
+    With `resumes`, `resume=<run dir>` resumes the run in that folder (embedlab.resume): "checkpoint" from its last
+    checkpoint, "stages" reusing the stages it finished."""
 
     def wrap(task: Callable[[DictConfig], object]) -> Callable[[], object]:
         @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
@@ -65,8 +66,8 @@ def entry_point(config_name: str, resumable: bool = False) -> Callable[[Callable
             # so that they reach the user as one line too.
             os.environ.setdefault("HYDRA_FULL_ERROR", "1")
             with one_line_errors():
-                if resumable:
-                    sys.argv[1:] = resumed_arguments(sys.argv[1:])
+                if resumes:
+                    sys.argv[1:] = resumed_arguments(sys.argv[1:], from_checkpoint=resumes == "checkpoint")
                 return hydra_main()
 
         return main
@@ -101,10 +102,22 @@ def take_over(cfg: DictConfig, run_dir: Path) -> None:
     elif outputs:
         if not cfg.get("overwrite"):
             found = ", ".join(str(path.relative_to(run_dir)) for path in outputs[:3])
-            raise ConfigError(f"run folder {run_dir} holds an earlier run ({found}); resume it with resume={run_dir}, "
-                              "or replace it with overwrite=true")
+            # Only the ways this entry point's config has.
+            ways = [f"resume it with resume={run_dir}" if "resume" in cfg else "choose another hydra.run.dir",
+                    *(["replace it with overwrite=true"] if "overwrite" in cfg else [])]
+            remove_empty_log(run_dir)
+            raise ConfigError(f"run folder {run_dir} holds an earlier run ({found}); {', or '.join(ways)}")
         remove_outputs(run_dir)
     recover_interrupted_save(run_dir / MODEL_DIR)
+
+
+def remove_empty_log(run_dir: Path) -> None:
+    """Hydra opens this job's log file in the run folder before the folder is claimed: a refused run leaves no
+    empty one behind."""
+    if HydraConfig.initialized():
+        log_file = run_dir / f"{HydraConfig.get().job.name}.log"
+        if log_file.is_file() and log_file.stat().st_size == 0:
+            log_file.unlink()
 
 
 def save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:

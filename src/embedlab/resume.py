@@ -32,8 +32,9 @@ INFO_FLAGS, INFO_CHOICES = {"--info", "-i"}, {"all", "config", "defaults", "defa
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 
 
-def resumed_arguments(arguments: list[str]) -> list[str]:
-    """The command line with a resumed run's overrides restored; other command lines as they are."""
+def resumed_arguments(arguments: list[str], from_checkpoint: bool = True) -> list[str]:
+    """The command line with a resumed run's overrides restored (and, `from_checkpoint`, its last checkpoint);
+    other command lines as they are."""
     flags, overrides = split_flags(arguments)
     given = parsed(overrides)
     run_dir = _value(given.get("resume"))
@@ -57,7 +58,8 @@ def resumed_arguments(arguments: list[str]) -> list[str]:
         restored.setdefault("paths.data_dir", f"paths.data_dir={data_dir}")
     restored.update({key: override.input_line for key, override in given.items()})
     restored["resume"] = f"resume={run_dir}"
-    restored.setdefault("ckpt_path", "ckpt_path=last")
+    if from_checkpoint:
+        restored.setdefault("ckpt_path", "ckpt_path=last")
     restored.setdefault("hydra.run.dir", f"hydra.run.dir={run_dir}")
     return [*flags, *restored.values()]
 

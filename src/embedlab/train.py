@@ -17,7 +17,7 @@ def train(cfg: DictConfig) -> float | None:
     return results.get(metric) if metric else None
 
 
-main = entry_point("train", resumable=True)(train)
+main = entry_point("train", resumes="checkpoint")(train)
 
 if __name__ == "__main__":
     main()
