@@ -50,12 +50,22 @@ def test_medquad_best_keeps_the_checkpoint_with_the_best_dev_ndcg(tmp_path, tiny
     assert (run_dir / "model" / "modules.json").exists()
 
 
-def test_the_retrieval_benchmark_runs_both_sides_of_every_recipe(tmp_path, tiny_data_dir, tiny_model_dir):
+def benchmark(*overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "scripts/benchmark.py", "suite=retrieval", f"model_path={tiny_model_dir}",
-               f"paths.data_dir={tiny_data_dir}", f"hydra.run.dir={tmp_path}", "suite.rows=24", "suite.batch_size=8",
-               "suite.precision=32-true", "suite.mining.relative_margin=null", f"suite.teacher={TINY_TEACHER}"]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run([sys.executable, "scripts/benchmark.py", *overrides], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+
+
+def tiny_suite(run_dir, data_dir, model_dir, *overrides: str) -> subprocess.CompletedProcess:
+    """The retrieval suite on the tiny model and data, into `run_dir`."""
+    return benchmark("suite=retrieval", f"model_path={model_dir}", f"paths.data_dir={data_dir}",
+                     f"hydra.run.dir={run_dir}", "suite.rows=24", "suite.batch_size=8",
+                     "suite.mining.relative_margin=null", *overrides)
+
+
+def test_the_retrieval_benchmark_runs_both_sides_of_every_recipe(tmp_path, tiny_data_dir, tiny_model_dir):
+    result = tiny_suite(tmp_path, tiny_data_dir, tiny_model_dir, "suite.precision=32-true",
+                        f"suite.teacher={TINY_TEACHER}")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["suite/rows"] == 24
@@ -74,11 +84,8 @@ def test_the_retrieval_benchmark_runs_both_sides_of_every_recipe(tmp_path, tiny_
 
 
 def test_the_retrieval_benchmark_runs_one_side_alone(tmp_path, tiny_data_dir, tiny_model_dir):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "scripts/benchmark.py", "suite=retrieval", f"model_path={tiny_model_dir}",
-               f"paths.data_dir={tiny_data_dir}", f"hydra.run.dir={tmp_path}", "suite.rows=24", "suite.batch_size=8",
-               "suite.mining.relative_margin=null", "suite.recipes=[mnr,mnr_mined]", "suite.sides=[embedlab]"]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    result = tiny_suite(tmp_path, tiny_data_dir, tiny_model_dir, "suite.recipes=[mnr,mnr_mined]",
+                        "suite.sides=[embedlab]")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert 0 <= results["significance/mnr_mined_vs_mnr/embedlab/p_ttest"] <= 1
@@ -89,18 +96,13 @@ def test_the_retrieval_benchmark_runs_one_side_alone(tmp_path, tiny_data_dir, ti
     assert "| mnr_mined | embedlab |" in result.stdout and "sentence_transformers |" not in result.stdout
 
     # Resumed with the other side added, the suite reuses embedlab's stages and trains only sentence-transformers'.
-    both = subprocess.run([sys.executable, "scripts/benchmark.py", f"resume={tmp_path}", "suite.recipes=[mnr]",
-                           "suite.sides=[embedlab,sentence_transformers]"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
+    both = benchmark(f"resume={tmp_path}", "suite.recipes=[mnr]", "suite.sides=[embedlab,sentence_transformers]")
     assert both.returncode == 0, both.stderr[-3000:]
     assert "stage mnr/embedlab: done before" in both.stdout + both.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "mnr" / "sentence_transformers" / "model" / "modules.json").exists()
     assert "significance/best_embedlab_vs_best_sentence_transformers/p_ttest" in results
 
-    misspelt = [f"hydra.run.dir={tmp_path / 'misspelt'}" if part.startswith("hydra.run.dir=") else part
-                for part in command[:-1]]
-    unknown = subprocess.run([*misspelt, "suite.sides=[embedlab,st]"], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300, check=False)
+    unknown = tiny_suite(tmp_path / "misspelt", tiny_data_dir, tiny_model_dir, "suite.sides=[embedlab,st]")
     assert unknown.returncode != 0
     assert "suite.sides: unknown ['st']; known: embedlab, sentence_transformers" in unknown.stderr

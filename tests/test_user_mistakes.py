@@ -78,8 +78,8 @@ def test_an_evaluation_into_a_runs_folder_is_refused_with_what_evaluate_can_do(f
                                                                                 tiny_model_dir, tiny_data_dir):
     before = snapshot(finished_run)
     result = run_here(entry_point("evaluate")(evaluate),
-                      ["evaluate.py", f"model_path={tiny_model_dir}", "evaluation=stsb", f"paths.data_dir={tiny_data_dir}",
-                       f"hydra.run.dir={finished_run}"], capfd, monkeypatch)
+                      ["evaluate.py", f"model_path={tiny_model_dir}", "evaluation=stsb",
+                       f"paths.data_dir={tiny_data_dir}", f"hydra.run.dir={finished_run}"], capfd, monkeypatch)
     assert_one_line_error(result, f"run folder {finished_run} holds an earlier run (results.json, model, ")
     # evaluate.py has neither resume= nor overwrite=: the line offers neither.
     assert result.stderr.rstrip().endswith("ckpt); choose another hydra.run.dir")

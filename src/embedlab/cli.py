@@ -85,7 +85,11 @@ def claimed_run_folder(cfg: DictConfig):
         return
     run_dir = Path(cfg.paths.output_dir)
     with exclusive_use(run_dir):
-        take_over(cfg, run_dir)
+        try:
+            take_over(cfg, run_dir)
+        except ConfigError:
+            remove_empty_log(run_dir)
+            raise
         save_config(cfg, run_dir / CONFIG_FILE)
         save_hydra_record(cfg, run_dir)
         try:
@@ -105,15 +109,14 @@ def take_over(cfg: DictConfig, run_dir: Path) -> None:
             # Only the ways this entry point's config has.
             ways = [f"resume it with resume={run_dir}" if "resume" in cfg else "choose another hydra.run.dir",
                     *(["replace it with overwrite=true"] if "overwrite" in cfg else [])]
-            remove_empty_log(run_dir)
             raise ConfigError(f"run folder {run_dir} holds an earlier run ({found}); {', or '.join(ways)}")
         remove_outputs(run_dir)
     recover_interrupted_save(run_dir / MODEL_DIR)
 
 
 def remove_empty_log(run_dir: Path) -> None:
-    """Hydra opens this job's log file in the run folder before the folder is claimed: a refused run leaves no
-    empty one behind."""
+    """Hydra opens this job's log file in the run folder before the folder is claimed: a run refused the folder
+    leaves no empty one behind."""
     if HydraConfig.initialized():
         log_file = run_dir / f"{HydraConfig.get().job.name}.log"
         if log_file.is_file() and log_file.stat().st_size == 0:

@@ -78,7 +78,8 @@ AUTO_PRECISION = "auto"
 def _precisions() -> tuple:
     from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
-    return (AUTO_PRECISION, *(choice for member in typing.get_args(_PRECISION_INPUT) for choice in typing.get_args(member)))
+    return (AUTO_PRECISION,
+            *(choice for member in typing.get_args(_PRECISION_INPUT) for choice in typing.get_args(member)))
 
 
 def _strategies() -> tuple:

@@ -9,9 +9,10 @@ seed, precision and passage length:
 4. `margin_mse`: MarginMSE on the same teacher scores (a cross-encoder trained on the mined pairs, as
    embedlab.recipes.distillation trains it), shared by both sides.
 Each (recipe, side) is a cached stage in `<run dir>/<recipe>/<side>`, so a long comparison can be finished over
-several commands, and `suite.sides=[embedlab]` runs one side alone. Every model is scored by the same evaluators (the dev split, LiveQA-Med, STSB test); a paired
-t-test (and a Wilcoxon signed-rank test) on the per-query nDCG@10 of the dev split compares each recipe with in-batch
-MNR of the same side, and each side's best recipe with the other side's.
+several commands (`resume=<run dir>`), and `suite.sides=[embedlab]` runs one side alone. Every model is scored by
+the same evaluators (the dev split, LiveQA-Med, STSB test); a paired t-test (and a Wilcoxon signed-rank test) on the
+per-query nDCG@10 of the dev split compares each recipe with in-batch MNR of the same side, and each side's best
+recipe with the other side's.
 """
 
 import logging
