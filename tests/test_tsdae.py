@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from cli import run_train
+from cli import run_train, train_here
 from conftest import sentence
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -20,7 +20,7 @@ from embedlab.evaluation.datasets import ScoredPairs
 from embedlab.evaluation.sts import STSEvaluator
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.objectives.tsdae import TSDAEModule, build_decoder, check_decoder_tokens
-from embedlab.recipes.stages import evaluate_stage
+from embedlab.recipes.stages import check_stages, evaluate_stage
 
 TEXTS = ["the man plays the guitar in the park", "a woman sings a happy song at home",
          "two children play with a ball outside", "the old dog sleeps in the big house"]
@@ -238,3 +238,21 @@ def test_a_rerun_with_another_evaluator_adds_only_its_metrics(tmp_path, tiny_mod
                                                       "stsb_test": stsb}, tmp_path)
     assert metrics["test/biosses/spearman_cosine"] == 0.5 and -1 <= metrics["test/stsb/spearman_cosine"] <= 1
     assert json.loads((tmp_path / "base" / "evaluation.json").read_text()) == metrics
+
+
+
+@pytest.mark.parametrize("experiment", ["tsdae_biomed", "tsdae_medquad"])
+def test_every_stage_of_a_domain_adaptation_experiment_composes(experiment):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        settings = compose("train", overrides=[f"experiment={experiment}"]).domain_adapt
+        check_stages({"tsdae": list(settings.tsdae), "supervised": list(settings.supervised)})
+
+
+def test_a_stage_override_the_config_lacks_stops_domain_adaptation_before_any_stage(
+        tmp_path, tiny_data_dir, tiny_model_dir, capfd, monkeypatch):
+    run_dir = tmp_path / "run"
+    result = train_here(capfd, monkeypatch, "experiment=tsdae_biomed", "+domain_adapt.evaluators=[stsb_test]",
+                        'domain_adapt.supervised=["experiment=nli_mnr","data.no_such_key=1"]',
+                        run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    assert result.returncode != 0 and "data.no_such_key" in result.stderr
+    assert not (run_dir / "base").exists()

@@ -65,7 +65,9 @@ def hub_id(name_or_path: str) -> str | None:
 def data_names(data_cfg: dict) -> list[str]:
     """The training data: the dataset folders of the local files it read, or the hub datasets it read instead
     (the data configs prefer local files, falling back to the hub)."""
-    local = [Path(path) for path in _values(data_cfg, "path") if Path(path).exists()]
+    # A data path is a file or folder, or (a corpus of several files) a list of them.
+    paths = [path for value in _values(data_cfg, "path") for path in (value if isinstance(value, list) else [value])]
+    local = [Path(path) for path in paths if Path(path).exists()]
     if local:
         return sorted({path.parent.name for path in local})
     return sorted({hub["id"] for hub in _values(data_cfg, "hub") if isinstance(hub, dict) and "id" in hub})

@@ -5,7 +5,9 @@
 3. `scored`: the teacher's score of every (anchor, positive) and (anchor, negative) pair of the mined rows;
 4. `student`: the bi-encoder trained on the scored rows with a distillation loss (`distill.student`: MarginMSE by
    default, or DistillKLDiv), the teacher's scores in the `scores` column.
-results.json holds each trained stage's metrics under its name.
+With `distill.teacher=null` there is no teacher: the student trains on the mined rows themselves with its own loss
+(MNR with the mined negatives, say). The student's model is copied to `<run dir>/model`; results.json holds each
+trained stage's metrics under its name.
 """
 
 import json
@@ -18,7 +20,7 @@ from embedlab.assembly import build_datamodule
 from embedlab.modeling.cross_encoder import CrossEncoder
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.recipes.mining import MiningSettings, mine_hard_negatives
-from embedlab.recipes.stages import prefixed, run_stage, stage_model
+from embedlab.recipes.stages import prefixed, publish_model, run_stage, stage_model
 from embedlab.run_folder import RESULTS_FILE, write_json
 
 log = logging.getLogger(__name__)
@@ -30,14 +32,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
     settings = cfg.distill
     shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}", f"precision={cfg.precision}"]
     mined = mined_rows(cfg, run_dir / MINED)
-    write_rows(run_dir / TEACHER_PAIRS, teacher_pairs(mined))
-    teacher = run_stage("teacher", [*settings.teacher, *shared, *pairs_data(run_dir / TEACHER_PAIRS,
-                                                                            ["sentence1", "sentence2", "score"])],
-                        run_dir)
-    scored = scored_rows(mined, stage_model(run_dir, "teacher"), run_dir / SCORED, settings.score_batch_size)
-    columns = [column for column in scored[0] if column != "scores"] + ["scores"]
-    student = run_stage("student", [*settings.student, *shared, *pairs_data(run_dir / SCORED, columns)], run_dir)
-    results = {**prefixed("teacher", teacher), **prefixed("student", student), "distill/mined_rows": len(mined)}
+    results = {"distill/mined_rows": len(mined)}
+    if settings.teacher is None:
+        columns = [column for column in mined[0] if column != "scores"]
+        student_rows = run_dir / MINED
+    else:
+        write_rows(run_dir / TEACHER_PAIRS, teacher_pairs(mined))
+        teacher = run_stage("teacher", [*settings.teacher, *shared, *pairs_data(run_dir / TEACHER_PAIRS,
+                                                                                ["sentence1", "sentence2", "score"])],
+                            run_dir)
+        results.update(prefixed("teacher", teacher))
+        scored = scored_rows(mined, stage_model(run_dir, "teacher"), run_dir / SCORED, settings.score_batch_size)
+        columns = [column for column in scored[0] if column != "scores"] + ["scores"]
+        student_rows = run_dir / SCORED
+    student = run_stage("student", [*settings.student, *shared, *pairs_data(student_rows, columns)], run_dir)
+    results.update(prefixed("student", student))
+    publish_model(run_dir, "student")
     write_json(run_dir / RESULTS_FILE, results)
     return results
 

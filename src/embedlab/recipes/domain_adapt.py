@@ -19,7 +19,13 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from embedlab.recipes.stages import evaluate_stage, prefixed, run_stage, stage_model
+from embedlab.recipes.stages import (
+    check_stages,
+    evaluate_stage,
+    prefixed,
+    run_stage,
+    stage_model,
+)
 from embedlab.run_folder import RESULTS_FILE, write_json
 
 log = logging.getLogger(__name__)
@@ -32,18 +38,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
     keys = settings.get("evaluators") or list(settings.evaluation)
     evaluators = {key: instantiate(settings.evaluation[key], _convert_="all") for key in keys}
     shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}", f"precision={cfg.precision}"]
+    check_stages({"tsdae": [*settings.tsdae, *shared],
+                  **({"supervised": [*settings.supervised, *shared]} if settings.supervised is not None else {})})
     results: dict[str, float] = {}
 
-    results.update(prefixed("base", evaluate_stage("base", settings.start, evaluators, run_dir)))
-    results.update(trained_stage("tsdae", settings.start, settings.tsdae, shared, evaluators, run_dir))
+    # The passage length every stage's model is read at (null: its own), so that the base model is not scored on
+    # longer passages than the stages trained and saved at a shorter one.
+    length = settings.eval_max_seq_length
+    results.update(prefixed("base", evaluate_stage("base", settings.start, evaluators, run_dir, length)))
+    results.update(trained_stage("tsdae", settings.start, settings.tsdae, shared, evaluators, run_dir, length))
     stages = ["base", "tsdae"]
     if settings.supervised is not None:
         results.update(trained_stage("tsdae_supervised", stage_model(run_dir, "tsdae"), settings.supervised, shared,
-                                     evaluators, run_dir))
+                                     evaluators, run_dir, length))
         stages.append("tsdae_supervised")
         if settings.supervised_control:
             results.update(trained_stage("supervised", settings.start, settings.supervised, shared, evaluators,
-                                         run_dir))
+                                         run_dir, length))
             stages.append("supervised")
 
     write_json(run_dir / RESULTS_FILE, results)
@@ -52,11 +63,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def trained_stage(stage: str, start, overrides: list[str], shared: list[str], evaluators: dict,
-                  run_dir: Path) -> dict[str, float]:
+                  run_dir: Path, max_seq_length: int | None = None) -> dict[str, float]:
     """A training run from `start` with the stage's overrides, then its model evaluated; keys "<stage>/..."."""
     trained = run_stage(stage, [f"backbone.name_or_path={start}", *overrides, *shared], run_dir)
     metrics = {"train/samples_per_second": trained["train/samples_per_second"],
-               **evaluate_stage(stage, stage_model(run_dir, stage), evaluators, run_dir)}
+               **evaluate_stage(stage, stage_model(run_dir, stage), evaluators, run_dir, max_seq_length)}
     return prefixed(stage, metrics)
 
 

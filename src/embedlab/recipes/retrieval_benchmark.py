@@ -21,12 +21,13 @@ from pathlib import Path
 
 from hydra import compose
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 from scipy.stats import ttest_rel, wilcoxon
 
 from embedlab.assembly import build_datamodule
 from embedlab.errors import ConfigError
 from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.precision import resolve_precision
 from embedlab.recipes import distillation
 from embedlab.recipes.mining import MiningSettings, mine_hard_negatives
 from embedlab.recipes.reference import ReferenceSettings, train_sentence_transformers
@@ -52,11 +53,14 @@ def benchmark_retrieval(cfg: DictConfig) -> dict:
         unknown = sorted(set(suite[key]) - set(known))
         if unknown or not suite[key]:
             raise ConfigError(f"suite.{key}: {f'unknown {unknown}' if unknown else 'empty'}; known: {', '.join(known)}")
+    with read_write(suite):
+        # Both sides train in one concrete precision, the one `auto` picks once here.
+        suite.precision = resolve_precision(suite.precision, cfg.device)
     evaluator_keys = suite.full_evaluators if cfg.full else suite.evaluators
     # The evaluation sets load first: a missing one stops the suite before hours of training.
     evaluators = {key: instantiate(suite.evaluation[key], _convert_="all") for key in evaluator_keys}
     rows = training_rows(cfg)
-    results: dict = {"suite/rows": len(rows), "suite/full": bool(cfg.full)}
+    results: dict = {"suite/rows": len(rows), "suite/full": bool(cfg.full), "suite/precision": suite.precision}
     # The starting model read at the passage length the recipes train and are saved with.
     results.update(prefixed("base", evaluate_stage("base", cfg.model_path, evaluators, run_dir, suite.max_seq_length,
                                                    suite.eval_precision)))
@@ -93,7 +97,10 @@ def project_overrides(cfg: DictConfig, rows_file: Path | None = None, columns: l
     return [*data, f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}",
             f"backbone.name_or_path={cfg.model_path}", f"backbone.max_seq_length={suite.max_seq_length}",
             f"data.batch_size={suite.batch_size}", f"optim.lr={suite.lr}", f"optim.warmup_ratio={suite.warmup_ratio}",
-            f"trainer.max_epochs={suite.epochs}", f"precision={suite.precision}", "evaluation=[]"]
+            f"trainer.max_epochs={suite.epochs}", f"precision={suite.precision}", "evaluation=[]",
+            # Shuffled batches, not length-grouped ones (data=pairs groups by default): sentence-transformers' side
+            # draws its batches so, and grouping alone changes which in-batch negatives a row meets.
+            "data.group_by_length=false"]
 
 
 def recipe_data(cfg: DictConfig, recipe: str, rows: list[dict], run_dir: Path) -> dict:

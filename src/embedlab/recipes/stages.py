@@ -11,6 +11,7 @@ which for an in-process stage would be the whole recipe's.
 import contextlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from embedlab.assembly import run_training
 from embedlab.errors import EmbedlabError
 from embedlab.evaluation.runner import run_evaluators
 from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.model_files import save_atomically
 from embedlab.redaction import save_config
 from embedlab.run_folder import (
     CONFIG_FILE,
@@ -38,6 +40,13 @@ from embedlab.run_folder import (
 log = logging.getLogger(__name__)
 # Each query's figures of the retrieval evaluators (evaluator -> metric -> query id -> value), for paired tests.
 PER_QUERY_FILE = "per_query.json"
+
+
+def check_stages(stage_overrides: Mapping[str, list[str]]) -> None:
+    """Compose every stage's training config now: an override the config lacks stops the recipe at its start, not
+    when the stage comes, perhaps an hour in."""
+    for overrides in stage_overrides.values():
+        compose("train", overrides=list(overrides))
 
 
 def run_stage(name: str, overrides: list[str], run_dir: Path) -> dict:
@@ -98,6 +107,12 @@ def per_query_figures(run_dir: Path, stage: str) -> dict:
 
 def stage_model(run_dir: Path, stage: str) -> Path:
     return run_dir / stage / MODEL_DIR
+
+
+def publish_model(run_dir: Path, stage: str) -> Path:
+    """A copy of the stage's model as the recipe's own, `<run dir>/model`, swapped in atomically."""
+    source = stage_model(run_dir, stage)
+    return save_atomically(run_dir / MODEL_DIR, lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True))
 
 
 def prefixed(stage: str, metrics: Mapping) -> dict:
