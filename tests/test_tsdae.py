@@ -240,12 +240,11 @@ def test_a_rerun_with_another_evaluator_adds_only_its_metrics(tmp_path, tiny_mod
     assert json.loads((tmp_path / "base" / "evaluation.json").read_text()) == metrics
 
 
-
 @pytest.mark.parametrize("experiment", ["tsdae_biomed", "tsdae_medquad"])
 def test_every_stage_of_a_domain_adaptation_experiment_composes(experiment):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         settings = compose("train", overrides=[f"experiment={experiment}"]).domain_adapt
-        check_stages({"tsdae": list(settings.tsdae), "supervised": list(settings.supervised)})
+        check_stages(settings.tsdae, settings.supervised)
 
 
 def test_a_stage_override_the_config_lacks_stops_domain_adaptation_before_any_stage(

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from embedlab.modeling.encoder import SentenceEncoder
-from embedlab.recipes.stages import prefixed, run_stage, stage_model
+from embedlab.recipes.stages import prefixed, recipe_overrides, run_stage, stage_model
 from embedlab.run_folder import RESULTS_FILE, write_json
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ TEST = "test/stsb/spearman_cosine"
 def run(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.paths.output_dir)
     settings = cfg.augsbert
-    shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}"]
+    shared = recipe_overrides(cfg)
     results: dict[str, float] = {}
 
     teacher = run_stage("cross_encoder", [*settings.teacher, *shared], run_dir)

@@ -20,7 +20,13 @@ from embedlab.assembly import build_datamodule
 from embedlab.modeling.cross_encoder import CrossEncoder
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.recipes.mining import MiningSettings, mine_hard_negatives
-from embedlab.recipes.stages import prefixed, publish_model, run_stage, stage_model
+from embedlab.recipes.stages import (
+    prefixed,
+    publish_model,
+    recipe_overrides,
+    run_stage,
+    stage_model,
+)
 from embedlab.run_folder import RESULTS_FILE, write_json
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,7 @@ MINED, TEACHER_PAIRS, SCORED = "mined/mined.jsonl", "teacher/pairs.jsonl", "scor
 def run(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.paths.output_dir)
     settings = cfg.distill
-    shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}", f"precision={cfg.precision}"]
+    shared = recipe_overrides(cfg)
     mined = mined_rows(cfg, run_dir / MINED)
     results = {"distill/mined_rows": len(mined)}
     if settings.teacher is None:

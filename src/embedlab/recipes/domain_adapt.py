@@ -23,6 +23,7 @@ from embedlab.recipes.stages import (
     check_stages,
     evaluate_stage,
     prefixed,
+    recipe_overrides,
     run_stage,
     stage_model,
 )
@@ -37,9 +38,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # The evaluation sets load first: a missing one stops the recipe before hours of training.
     keys = settings.get("evaluators") or list(settings.evaluation)
     evaluators = {key: instantiate(settings.evaluation[key], _convert_="all") for key in keys}
-    shared = [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}", f"precision={cfg.precision}"]
-    check_stages({"tsdae": [*settings.tsdae, *shared],
-                  **({"supervised": [*settings.supervised, *shared]} if settings.supervised is not None else {})})
+    shared = recipe_overrides(cfg)
+    check_stages(*([*stage, *shared] for stage in (settings.tsdae, settings.supervised) if stage is not None))
     results: dict[str, float] = {}
 
     # The passage length every stage's model is read at (null: its own), so that the base model is not scored on

@@ -42,10 +42,15 @@ log = logging.getLogger(__name__)
 PER_QUERY_FILE = "per_query.json"
 
 
-def check_stages(stage_overrides: Mapping[str, list[str]]) -> None:
+def recipe_overrides(cfg: DictConfig) -> list[str]:
+    """What every stage takes from the recipe's own config: the data folder, the seed and the precision."""
+    return [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}", f"precision={cfg.precision}"]
+
+
+def check_stages(*stage_overrides: list[str]) -> None:
     """Compose every stage's training config now: an override the config lacks stops the recipe at its start, not
     when the stage comes, perhaps an hour in."""
-    for overrides in stage_overrides.values():
+    for overrides in stage_overrides:
         compose("train", overrides=list(overrides))
 
 
