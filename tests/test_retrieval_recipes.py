@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 from cli import ROOT, run_command, run_train
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from embedlab.config import CONF_DIR
 from embedlab.modeling.precision import resolve_precision
 from embedlab.recipes.distillation import read_rows
 
@@ -60,15 +62,23 @@ def test_mined_negatives_without_a_teacher_train_the_student_on_the_mined_rows(t
             == (run_dir / "student" / "model" / "model.safetensors").read_bytes())
 
 
-def test_medquad_best_keeps_the_checkpoint_with_the_best_dev_ndcg(tmp_path, tiny_data_dir, tiny_model_dir):
+def test_medquad_best_is_the_mined_recipe_and_keeps_the_students_best_checkpoint(tmp_path, tiny_data_dir,
+                                                                                tiny_model_dir):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        best = compose("train", overrides=["experiment=medquad_best"])
+        mined = compose("train", overrides=["experiment=medquad_mined"])
+    assert OmegaConf.to_yaml(best) == OmegaConf.to_yaml(mined)
+    # Its own student settings, with the dev split alone, evaluated every 2 of 4 steps.
+    student = [item for item in best.distill.student if not item.startswith(("evaluation=", "eval_every_n_steps="))]
+    student += ["evaluation=[medquad]", "eval_every_n_steps=2", "trainer.max_steps=4"]
     run_dir = tmp_path / "best"
-    result = run_train("experiment=medquad_best", "evaluation=[medquad]", "trainer.max_steps=4",
-                       "eval_every_n_steps=2", run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    result = run_train("experiment=medquad_best", "precision=32-true", "distill.mining.relative_margin=null",
+                       "distill.student=[" + ",".join(json.dumps(item) for item in student) + "]",
+                       run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "MultipleNegativesRankingLoss" in (run_dir / "config.yaml").read_text()
     results = json.loads((run_dir / "results.json").read_text())
-    assert {"dev/medquad/ndcg@10", "test/medquad-dev/ndcg@10"} <= results.keys()
-    assert len(list((run_dir / "checkpoints").glob("epoch=*.ckpt"))) == 1
+    assert {"student/dev/medquad/ndcg@10", "student/test/medquad-dev/ndcg@10"} <= results.keys()
+    assert len(list((run_dir / "student" / "checkpoints").glob("epoch=*.ckpt"))) == 1
     assert (run_dir / "model" / "modules.json").exists()
 
 

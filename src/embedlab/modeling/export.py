@@ -109,8 +109,8 @@ def trace_to_onnx(encoder: SentenceEncoder, path: Path, opset: int) -> Path:
     # Two texts of different lengths: a batch or a length of 1 would be traced as a constant.
     features = encoder.tokenize(PROBE_TEXTS[:2])
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    torch.onnx.export(ExportGraph(encoder), tuple(features[name] for name in GRAPH_INPUTS), str(path), dynamo=True,
-                      input_names=list(GRAPH_INPUTS), output_names=[EMBEDDING_OUTPUT, TOKEN_OUTPUT],
+    torch.onnx.export(ExportGraph(encoder).eval(), tuple(features[name] for name in GRAPH_INPUTS), str(path),
+                      dynamo=True, input_names=list(GRAPH_INPUTS), output_names=[EMBEDDING_OUTPUT, TOKEN_OUTPUT],
                       opset_version=opset, dynamic_shapes={name: {0: batch, 1: sequence} for name in GRAPH_INPUTS},
                       external_data=False, verbose=False)
     return path

@@ -28,6 +28,18 @@ class OptimizedModule(L.LightningModule):
     def configure_optimizers(self):
         return adamw_with_warmup(self, **self.optim)
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning refuses to clip for a fused optimizer under any mixed precision, as fp16's grad scaler
+        # unscales inside a fused step; bf16 has no scaler, so its gradients are clipped here, as unmixed ones are.
+        if gradient_clip_val and str(self.trainer.precision) == "bf16-mixed":
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
 
 def refuse_prompts(prompts, objective: str) -> None:
     if prompts:
@@ -72,10 +84,10 @@ def check_warmup_ends(total: int, warmup_ratio: float, warn: bool = True) -> Non
 
 
 def fused_supported(module: L.LightningModule) -> bool:
-    """Torch's fused AdamW takes floating-point parameters on the CPU, CUDA and a few other devices. Under mixed
-    precision Lightning refuses it beside gradient clipping (a fused step would unscale the gradients itself, after
-    they were clipped), so mixed-precision runs keep the per-tensor loop."""
-    if str(module.trainer.precision).endswith("-mixed"):
+    """Torch's fused AdamW takes floating-point parameters on the CPU, CUDA and a few other devices. Under fp16
+    mixed precision a fused step unscales the gradients itself, after they were clipped, so those runs keep the
+    per-tensor loop."""
+    if str(module.trainer.precision) == "16-mixed":
         return False
     return all(parameter.is_floating_point() and parameter.device.type in FUSED_DEVICES
                for parameter in module.parameters() if parameter.requires_grad)
