@@ -6,6 +6,8 @@ import math
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 
 from embedlab.errors import ConfigError
 
@@ -29,14 +31,12 @@ class OptimizedModule(L.LightningModule):
         return adamw_with_warmup(self, **self.optim)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        # Lightning refuses to clip for a fused optimizer under any mixed precision, as fp16's grad scaler
-        # unscales inside a fused step; bf16 has no scaler, so its gradients are clipped here, as unmixed ones are.
+        # Lightning's mixed-precision plugin refuses to clip for a fused optimizer, as fp16's grad scaler unscales
+        # inside a fused step; bf16 has no scaler, so its gradients are clipped as unmixed ones are, by the base
+        # plugin's clipping.
         if gradient_clip_val and str(self.trainer.precision) == "bf16-mixed":
-            parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+            Precision.clip_gradients(self.trainer.precision_plugin, optimizer, gradient_clip_val,
+                                     GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM))
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
