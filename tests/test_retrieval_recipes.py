@@ -62,12 +62,14 @@ def test_mined_negatives_without_a_teacher_train_the_student_on_the_mined_rows(t
             == (run_dir / "student" / "model" / "model.safetensors").read_bytes())
 
 
-def test_medquad_best_is_the_mined_recipe_and_keeps_the_students_best_checkpoint(tmp_path, tiny_data_dir,
-                                                                                tiny_model_dir):
+def test_medquad_best_is_the_mined_recipe_at_1e4_and_keeps_the_students_best_checkpoint(tmp_path, tiny_data_dir,
+                                                                                      tiny_model_dir):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         best = compose("train", overrides=["experiment=medquad_best"])
-        mined = compose("train", overrides=["experiment=medquad_mined"])
+        mined = compose("train", overrides=["experiment=medquad_mined", "distill.student_lr=1.0e-4"])
     assert OmegaConf.to_yaml(best) == OmegaConf.to_yaml(mined)
+    assert best.distill.student_lr == 1.0e-4
+    assert "optim.lr=${distill.student_lr}" in OmegaConf.to_container(best.distill.student)
     # Its own student settings, with the dev split alone, evaluated every 2 of 4 steps.
     student = [item for item in best.distill.student if not item.startswith(("evaluation=", "eval_every_n_steps="))]
     student += ["evaluation=[medquad]", "eval_every_n_steps=2", "trainer.max_steps=4"]
