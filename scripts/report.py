@@ -2,7 +2,9 @@
 
 Each folder holds a results.json (an evaluation, training or pipeline run directory; a pipeline's stages become rows
 of their own), or is a model folder inside one.
-Writes into --out: comparison.md (one row per model), and the PNG plots that the runs have data for:
+Writes into --out: comparison.md (one row per model; where the first model's run and another's kept
+per-query retrieval figures, as scripts/evaluate.py and training with a retrieval evaluator do, also a paired t-test
+and Wilcoxon test of each against the first on the queries both scored), and the PNG plots that the runs have data for:
 quality_vs_throughput.png, training_curves.png (from the runs' CSV training logs) and similarity_distribution.png
 (the cosines of positive and negative test pairs). --wandb logs the same table and plots to Weights & Biases
 (offline with WANDB_MODE=offline).
@@ -18,7 +20,12 @@ from embedlab.evaluation.plots import (
     similarity_distributions,
     training_curves,
 )
-from embedlab.evaluation.report import comparison_rows, load_runs, markdown_table
+from embedlab.evaluation.report import (
+    comparison_rows,
+    load_runs,
+    markdown_table,
+    paired_test_rows,
+)
 
 # The plot's axes, when not asked for: the first key any run has (evaluation runs, then training runs).
 QUALITY_KEYS = ("test/stsb/spearman_cosine", "test/stsb/spearman")
@@ -43,7 +50,13 @@ def report(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     columns, rows = comparison_rows(runs, args.keys)
-    (out / "comparison.md").write_text("# Model comparison\n\n" + markdown_table(columns, rows))
+    comparison = "# Model comparison\n\n" + markdown_table(columns, rows)
+    paired_columns, paired_rows = paired_test_rows(runs)
+    if paired_rows:
+        paired = markdown_table(paired_columns, paired_rows)
+        comparison += "\n## Paired tests against the first model, per query\n\n" + paired
+        print(paired, end="")
+    (out / "comparison.md").write_text(comparison)
     plots = [path for path in (
         quality_vs_throughput(runs, args.quality_key or first_present(runs, QUALITY_KEYS),
                               args.speed_key or first_present(runs, SPEED_KEYS), out / "quality_vs_throughput.png"),

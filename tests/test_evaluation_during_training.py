@@ -56,6 +56,10 @@ def test_a_retrieval_metric_picks_the_best_checkpoint_without_any_sts_set(tmp_pa
     alone = evaluator(SentenceEncoder.load(tmp_path / "model"))
     assert alone["dev/liveqa-med/ndcg@10"] == pytest.approx(results["dev/liveqa-med/ndcg@10"], abs=1e-6)
     assert results["dev/liveqa-med/ndcg@10"] == pytest.approx(max(evaluated[:3]), abs=1e-6)
+    # The saved model's own queries, kept for the report's paired tests: the evaluator's alone on that model.
+    per_query = json.loads((tmp_path / "per_query.json").read_text())
+    assert set(per_query) == {"dev/liveqa-med"}
+    assert per_query["dev/liveqa-med"]["ndcg@10"] == pytest.approx(evaluator.per_query["ndcg@10"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from scipy.stats import ttest_rel, wilcoxon
 
 from embedlab.evaluation.report import load_run, results_markdown, write_results
 
@@ -100,3 +101,22 @@ def test_a_pipeline_run_becomes_one_row_per_stage(tmp_path):
                          "| tsdae_biomed/tsdae | – | 0.5000 | 9.0000 |",
                          "| stsb_cosine | 0.8480 | – | 25.0000 |"]
     assert (out / "quality_vs_throughput.png").exists()
+
+
+def test_the_report_tests_each_model_against_the_first_on_the_queries_both_scored(tmp_path):
+    base = {"test/liveqa-med": {"ndcg@10": {"q1": 0.2, "q2": 0.5, "q3": 0.1, "q4": 0.9, "q5": 0.4}},
+            "test/medquad-dev": {"ndcg@10": {"a": 0.3, "b": 0.6}}}
+    tuned = {"test/liveqa-med": {"ndcg@10": {"q1": 0.6, "q2": 0.4, "q3": 0.8, "q4": 1.0, "q5": 0.7, "q6": 1.0}}}
+    runs = {"base": base, "tuned": tuned, "no_per_query": None}
+    for name, per_query in runs.items():
+        write_results(tmp_path / name, {"test/liveqa-med/ndcg@10": 0.5}, per_query=per_query)
+    out = tmp_path / "report"
+    assert report_main([*(str(tmp_path / name) for name in runs), "--out", str(out)]) == 0
+    section = (out / "comparison.md").read_text().split("## Paired tests against the first model, per query\n\n")[1]
+    shared = ["q1", "q2", "q3", "q4", "q5"]
+    first = [tuned["test/liveqa-med"]["ndcg@10"][q] for q in shared]
+    second = [base["test/liveqa-med"]["ndcg@10"][q] for q in shared]
+    # One row: the only retrieval set both scored, on its five shared queries; the run without figures has none.
+    assert section.splitlines()[2:] == [
+        (f"| tuned | base | test/liveqa-med | {sum(first) / 5 - sum(second) / 5:.4f} "
+         f"| {ttest_rel(first, second).pvalue:.3g} | {wilcoxon(first, second).pvalue:.3g} | 5 |")]

@@ -86,6 +86,11 @@ def test_the_default_evaluation_writes_every_suite(tiny_model_dir, tiny_data_dir
     if importlib.util.find_spec("sentence_transformers"):
         assert results["latency/throughput_ratio_vs_sentence_transformers@32"] > 0
     assert "## test/liveqa-med" in (tmp_path / "results.md").read_text()
+    # Each retrieval query's figures, for the report's paired tests; their mean is the reported figure.
+    per_query = json.loads((tmp_path / "per_query.json").read_text())
+    assert set(per_query) == {"test/liveqa-med", "test/pubmedqa"}
+    liveqa = per_query["test/liveqa-med"]["ndcg@10"]
+    assert sum(liveqa.values()) / len(liveqa) == pytest.approx(results["test/liveqa-med/ndcg@10"], abs=1e-6)
     similarities = json.loads((tmp_path / "similarities.json").read_text())
     assert set(similarities) == {"test/rqe", "test/sick-entailment", "test/stsb", "test/sickr", "test/biosses"}
     assert len(similarities["test/rqe"]["positive"]) == 3

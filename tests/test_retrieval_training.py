@@ -12,8 +12,8 @@ from embedlab.data.mixture import MixedBatches
 from embedlab.data.sampler import ShardedBatchSampler
 from embedlab.data.sources import Holdout, load_source
 from embedlab.evaluation.loaders import load_qa_retrieval
+from embedlab.evaluation.significance import paired_test
 from embedlab.modeling.encoder import SentenceEncoder
-from embedlab.recipes.retrieval_benchmark import paired_test
 
 
 def medquad_source(data_dir, fraction: float = 0.25, columns=None) -> dict:

@@ -21,6 +21,7 @@ from embedlab.config_checks import check_training_config
 from embedlab.data.base import EmbeddingDataModule
 from embedlab.errors import ConfigError, EmbedlabError
 from embedlab.evaluation.callback import EvaluationCallback
+from embedlab.evaluation.significance import per_query_of
 from embedlab.losses.signature import configured_loss_class, configured_losses
 from embedlab.modeling.hub import push_model
 from embedlab.modeling.model_card import write_model_card
@@ -32,6 +33,7 @@ from embedlab.redaction import loggable_config
 from embedlab.run_folder import (
     LAST_CHECKPOINT,
     MODEL_DIR,
+    PER_QUERY_FILE,
     RESULTS_FILE,
     run_outputs,
     write_json,
@@ -51,6 +53,7 @@ class Run:
     datamodule: EmbeddingDataModule
     trainer: L.Trainer
     throughput: ThroughputMeter
+    evaluation: EvaluationCallback | None = None
 
 
 def config_choice(cfg: DictConfig, group: str) -> str:
@@ -110,7 +113,7 @@ def build_run(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = (), evaluate:
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=loggers or False,
                                      precision=resolve_precision(cfg.trainer.precision, trainer_device(cfg.trainer)))
-    return Run(module, datamodule, trainer, throughput)
+    return Run(module, datamodule, trainer, throughput, evaluation)
 
 
 def trainer_device(trainer_cfg: DictConfig) -> str:
@@ -156,6 +159,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         train_rows = len(datamodule.train_rows) if datamodule.train_rows is not None else None
         write_model_card(run_dir, cfg, results, train_rows, module.evaluates)
+        if run.evaluation and (per_query := per_query_of(run.evaluation.evaluators())):
+            write_json(run_dir / PER_QUERY_FILE, per_query)
         write_json(run_dir / RESULTS_FILE, results)
         log.info("results: %s", results)
         # After results.json: the upload writes nothing into the run, and a failed one leaves a finished run.

@@ -21,13 +21,15 @@ LAST_CHECKPOINT = Path(CHECKPOINT_DIR) / "last.ckpt"
 TRAINING_LOG = Path("csv") / "metrics.csv"
 # A recipe's cache of the evaluators' metrics of one stage's model.
 EVALUATION_FILE = "evaluation.json"
+# The retrieval evaluators' figures of each query (evaluator -> metric -> query id -> value), for paired tests.
+PER_QUERY_FILE = "per_query.json"
 # Hydra's record of the command line; embedlab writes it once the folder is claimed (conf/hydra/default.yaml).
 HYDRA_DIR = ".hydra"
 OVERRIDES_FILE = Path(HYDRA_DIR) / "overrides.yaml"
 LOCK_FILE = ".lock"
 # What a run leaves once it has trained or evaluated something, in its folder or in a recipe's stage folders one
 # level down. A run stopped by a start-up error leaves only config.yaml, .hydra/ and its log, so it can be retried.
-RUN_OUTPUTS = (RESULTS_FILE, EVALUATION_FILE, MODEL_DIR, f"{CHECKPOINT_DIR}/*.ckpt", str(TRAINING_LOG))
+RUN_OUTPUTS = (RESULTS_FILE, EVALUATION_FILE, PER_QUERY_FILE, MODEL_DIR, f"{CHECKPOINT_DIR}/*.ckpt", str(TRAINING_LOG))
 # Removed with the outputs when a run starts afresh: logs that would otherwise mix two runs' curves.
 RUN_LOGS = (CHECKPOINT_DIR, "csv", "tensorboard")
 

@@ -43,9 +43,13 @@ class EvaluationCallback(L.Callback):
         """Every distinct input the split's evaluators need the model's output for."""
         return self._inputs[split]
 
+    def evaluators(self) -> list:
+        """Every evaluator, dev then test."""
+        return [evaluator for evaluators in self.by_split.values() for evaluator in evaluators]
+
     def check_model(self, model_name: str, produces: str) -> None:
         """Every evaluator must score what the model produces for its inputs: embeddings or pair scores."""
-        for evaluator in (e for evaluators in self.by_split.values() for e in evaluators):
+        for evaluator in self.evaluators():
             if evaluator.consumes != produces:
                 raise ConfigError(f"evaluator '{evaluator.name}' ({type(evaluator).__name__}) scores "
                                   f"{evaluator.consumes}, but model '{model_name}' gives {produces}")

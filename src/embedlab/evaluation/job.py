@@ -13,6 +13,7 @@ from embedlab.errors import ConfigError
 from embedlab.evaluation.latency import LatencyEvaluator
 from embedlab.evaluation.report import write_results
 from embedlab.evaluation.runner import peak_rss_mb, run_evaluators
+from embedlab.evaluation.significance import per_query_of
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.modeling.exported import ExportedEncoder, read_export_settings
 from embedlab.modeling.precision import resolve_precision
@@ -22,8 +23,8 @@ REFERENCE_BATCH_SIZE = 32
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Every evaluator of `cfg.evaluation` on the model at `cfg.model_path`; results.json, results.md and
-    similarities.json in the run directory."""
+    """Every evaluator of `cfg.evaluation` on the model at `cfg.model_path`; results.json, results.md,
+    similarities.json and per_query.json (for the report's paired tests) in the run directory."""
     run_dir = Path(cfg.paths.output_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -42,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict:
     results["model/path"] = str(cfg.model_path)
     results["memory/peak_rss_mb"] = peak_rss_mb()
     results["memory/peak_rss_above_model_mb"] = results["memory/peak_rss_mb"] - rss_with_model
-    write_results(run_dir, results, similarities)
+    write_results(run_dir, results, similarities, per_query_of(evaluators.values()))
     _log_to_loggers(cfg, results)
     log.info("results in %s: %s", run_dir, json.dumps(results, sort_keys=True))
     return results

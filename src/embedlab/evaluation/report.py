@@ -2,8 +2,9 @@
 
 An evaluation run folder holds results.json (flat: "<split>/<dataset>/<metric>" -> number, plus a few strings such
 as "model/path" and "latency/device"), results.md (the same as Markdown tables, one per dataset) and, when STS or
-pair classification ran, similarities.json (the cosines of positive and negative pairs, per dataset). A training
-run's results.json has the same keys.
+pair classification ran, similarities.json (the cosines of positive and negative pairs, per dataset) and, when
+retrieval ran, per_query.json (each query's figures, for paired tests). A training run's results.json has the same
+keys.
 """
 
 import json
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedlab.errors import DataError
-from embedlab.run_folder import RESULTS_FILE, TRAINING_LOG, write_json
+from embedlab.evaluation.significance import TESTED_METRIC, paired_tests_against
+from embedlab.run_folder import PER_QUERY_FILE, RESULTS_FILE, TRAINING_LOG, write_json
 
 MARKDOWN_FILE = "results.md"
 SIMILARITIES_FILE = "similarities.json"
@@ -28,7 +30,10 @@ HEADLINE_KEYS = (
 )
 
 
-def write_results(run_dir: Path, results: dict, similarities: dict | None = None) -> None:
+def write_results(run_dir: Path, results: dict, similarities: dict | None = None,
+                  per_query: dict | None = None) -> None:
+    if per_query:
+        write_json(run_dir / PER_QUERY_FILE, per_query)
     write_json(run_dir / RESULTS_FILE, results)
     (run_dir / MARKDOWN_FILE).write_text(results_markdown(results))
     if similarities:
@@ -70,6 +75,7 @@ class Run:
     results: dict
     similarities: dict = field(default_factory=dict)
     training_log: Path | None = None
+    per_query: dict = field(default_factory=dict)
 
 
 def load_run(folder: str | Path) -> Run:
@@ -84,13 +90,15 @@ def load_run(folder: str | Path) -> Run:
     results = json.loads((run_dir / RESULTS_FILE).read_text())
     similarities_file = run_dir / SIMILARITIES_FILE
     similarities = json.loads(similarities_file.read_text()) if similarities_file.is_file() else {}
+    per_query_file = run_dir / PER_QUERY_FILE
+    per_query = json.loads(per_query_file.read_text()) if per_query_file.is_file() else {}
     log_candidates = [run_dir / TRAINING_LOG]
     if "model/path" in results:
         log_candidates.append(Path(results["model/path"]).parent / TRAINING_LOG)
     training_log = next((path for path in log_candidates if path.is_file()), None)
     # Model folders are often all called `model` (training saves <run>/model), so their parent names them.
     label = "/".join(Path(results["model/path"]).parts[-2:]) if "model/path" in results else run_dir.name
-    return Run(label, run_dir, results, similarities, training_log)
+    return Run(label, run_dir, results, similarities, training_log, per_query)
 
 
 def load_runs(folder: str | Path) -> list[Run]:
@@ -114,6 +122,17 @@ def comparison_rows(runs: list[Run], keys: list[str] | None = None) -> tuple[lis
     present = [key for key in wanted if any(key in run.results for run in runs)]
     labels = run_labels(runs)
     return ["model", *present], [[label, *(run.results.get(key) for key in present)] for label, run in zip(labels, runs)]
+
+
+def paired_test_rows(runs: list[Run]) -> tuple[list[str], list[list]]:
+    """Columns and one row per (run, retrieval set) of a paired test of each later run against the first, on the
+    queries both scored; no rows unless the first run and another kept per-query figures."""
+    labels = run_labels(runs)
+    columns = ["model", "against", "retrieval set", f"{TESTED_METRIC} difference", "p (t-test)", "p (Wilcoxon)",
+               "queries"]
+    tests = paired_tests_against(runs[0].per_query, [run.per_query for run in runs[1:]])
+    return columns, [[labels[position + 1], labels[0], evaluator, test["mean_difference"], f"{test['p_ttest']:.3g}",
+                      f"{test['p_wilcoxon']:.3g}", test["queries"]] for position, evaluator, test in tests]
 
 
 def run_labels(runs: list[Run]) -> list[str]:

@@ -22,10 +22,10 @@ from pathlib import Path
 from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import DictConfig, read_write
-from scipy.stats import ttest_rel, wilcoxon
 
 from embedlab.assembly import build_datamodule
 from embedlab.errors import ConfigError
+from embedlab.evaluation.significance import paired_test
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.modeling.precision import resolve_precision
 from embedlab.recipes import distillation
@@ -231,18 +231,6 @@ def significance(cfg: DictConfig, dev: str, run_dir: Path, results: dict) -> dic
     compare("significance/best_embedlab_vs_best_sentence_transformers", f"{best[PROJECT]}/{PROJECT}",
             f"{best[REFERENCE]}/{REFERENCE}")
     return tests
-
-
-def paired_test(first: dict[str, float], second: dict[str, float]) -> dict[str, float]:
-    """The mean difference of two systems' per-query figures (first - second), with the p-values of a paired
-    t-test and of a Wilcoxon signed-rank test (two-sided)."""
-    queries = sorted(set(first) & set(second))
-    a, b = [first[q] for q in queries], [second[q] for q in queries]
-    differences = [x - y for x, y in zip(a, b)]
-    nonzero = any(differences)
-    return {"mean_difference": sum(differences) / len(differences),
-            "p_ttest": float(ttest_rel(a, b).pvalue) if nonzero else 1.0,
-            "p_wilcoxon": float(wilcoxon(a, b).pvalue) if nonzero else 1.0, "queries": len(queries)}
 
 
 def table(cfg: DictConfig, dev: str, results: dict) -> str:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from embedlab.assembly import run_training
 from embedlab.errors import EmbedlabError
 from embedlab.evaluation.runner import run_evaluators
+from embedlab.evaluation.significance import per_query_of
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.modeling.model_files import save_atomically
 from embedlab.redaction import save_config
@@ -32,14 +33,13 @@ from embedlab.run_folder import (
     EVALUATION_FILE,
     LAST_CHECKPOINT,
     MODEL_DIR,
+    PER_QUERY_FILE,
     read_results,
     remove_outputs,
     write_json,
 )
 
 log = logging.getLogger(__name__)
-# Each query's figures of the retrieval evaluators (evaluator -> metric -> query id -> value), for paired tests.
-PER_QUERY_FILE = "per_query.json"
 
 
 def recipe_overrides(cfg: DictConfig) -> list[str]:
@@ -97,8 +97,7 @@ def evaluate_stage(stage: str, model_path, evaluators: Mapping, run_dir: Path,
     metrics.update(new_metrics)
     per_query_file = run_dir / stage / PER_QUERY_FILE
     per_query = json.loads(per_query_file.read_text()) if per_query_file.exists() else {}
-    per_query.update({evaluator.name: evaluator.per_query for evaluator in missing.values()
-                      if getattr(evaluator, "per_query", None)})
+    per_query.update(per_query_of(missing.values()))
     write_json(per_query_file, per_query)
     write_json(cache, metrics)
     return metrics
