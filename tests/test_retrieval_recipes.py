@@ -62,26 +62,32 @@ def test_mined_negatives_without_a_teacher_train_the_student_on_the_mined_rows(t
             == (run_dir / "student" / "model" / "model.safetensors").read_bytes())
 
 
-def test_medquad_best_is_the_mined_recipe_at_1e4_and_keeps_the_students_best_checkpoint(tmp_path, tiny_data_dir,
-                                                                                      tiny_model_dir):
+def test_the_mined_students_learning_rate_is_one_key():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        mined = compose("train", overrides=["experiment=medquad_mined", "distill.student_lr=1.0e-4"])
+        distilled = compose("train", overrides=["experiment=medquad_distill"])
+    assert "optim.lr=0.0001" in OmegaConf.to_container(mined.distill, resolve=True)["student"]
+    assert "optim.lr=2e-05" in OmegaConf.to_container(distilled.distill, resolve=True)["student"]
+
+
+def test_medquad_best_is_in_batch_mnr_at_1e4_and_keeps_its_best_checkpoint(tmp_path, tiny_data_dir, tiny_model_dir):
+    measured = ["data=medquad", "loss=mnr", "evaluation=[medquad,retrieval,stsb]", "backbone.max_seq_length=128",
+                "save_model=best", "eval_every_n_steps=100", "optim.lr=1.0e-4", "data.batch_size=32",
+                "data.group_by_length=false"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         best = compose("train", overrides=["experiment=medquad_best"])
-        mined = compose("train", overrides=["experiment=medquad_mined", "distill.student_lr=1.0e-4"])
-    assert OmegaConf.to_yaml(best) == OmegaConf.to_yaml(mined)
-    assert best.distill.student_lr == 1.0e-4
-    assert "optim.lr=${distill.student_lr}" in OmegaConf.to_container(best.distill.student)
-    # Its own student settings, with the dev split alone, evaluated every 2 of 4 steps.
-    student = [item for item in best.distill.student if not item.startswith(("evaluation=", "eval_every_n_steps="))]
-    student += ["evaluation=[medquad]", "eval_every_n_steps=2", "trainer.max_steps=4"]
+        command = compose("train", overrides=measured)
+    # The experiment is the command the README's figures were measured with.
+    assert OmegaConf.to_yaml(best) == OmegaConf.to_yaml(command)
     run_dir = tmp_path / "best"
-    result = run_train("experiment=medquad_best", "precision=32-true", "distill.mining.relative_margin=null",
-                       "distill.student=[" + ",".join(json.dumps(item) for item in student) + "]",
-                       run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
+    result = run_train("experiment=medquad_best", "precision=32-true", "evaluation=[medquad]", "eval_every_n_steps=2",
+                       "trainer.max_steps=4", run_dir=run_dir, data_dir=tiny_data_dir, backbone=tiny_model_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
-    assert {"student/dev/medquad/ndcg@10", "student/test/medquad-dev/ndcg@10"} <= results.keys()
-    assert len(list((run_dir / "student" / "checkpoints").glob("epoch=*.ckpt"))) == 1
+    assert {"dev/medquad/ndcg@10", "test/medquad-dev/ndcg@10"} <= results.keys()
+    assert len(list((run_dir / "checkpoints").glob("epoch=*.ckpt"))) == 1
     assert (run_dir / "model" / "modules.json").exists()
+    assert "test/medquad-dev" in json.loads((run_dir / "per_query.json").read_text())
 
 
 def benchmark(*overrides: str) -> subprocess.CompletedProcess:
