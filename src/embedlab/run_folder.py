@@ -50,6 +50,12 @@ def read_results(run_dir: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def read_per_query(folder: str | os.PathLike) -> dict:
+    """The per-query figures kept in a folder's per_query.json (evaluator -> metric -> query id -> value), or none."""
+    path = Path(folder) / PER_QUERY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run_outputs(run_dir: str | os.PathLike) -> list[Path]:
     """The outputs of an earlier run in `run_dir` (or in its stage folders), results.json first."""
     run_dir = Path(run_dir)

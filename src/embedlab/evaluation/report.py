@@ -15,7 +15,13 @@ from pathlib import Path
 
 from embedlab.errors import DataError
 from embedlab.evaluation.significance import TESTED_METRIC, paired_tests_against
-from embedlab.run_folder import PER_QUERY_FILE, RESULTS_FILE, TRAINING_LOG, write_json
+from embedlab.run_folder import (
+    PER_QUERY_FILE,
+    RESULTS_FILE,
+    TRAINING_LOG,
+    read_per_query,
+    write_json,
+)
 
 MARKDOWN_FILE = "results.md"
 SIMILARITIES_FILE = "similarities.json"
@@ -90,15 +96,13 @@ def load_run(folder: str | Path) -> Run:
     results = json.loads((run_dir / RESULTS_FILE).read_text())
     similarities_file = run_dir / SIMILARITIES_FILE
     similarities = json.loads(similarities_file.read_text()) if similarities_file.is_file() else {}
-    per_query_file = run_dir / PER_QUERY_FILE
-    per_query = json.loads(per_query_file.read_text()) if per_query_file.is_file() else {}
     log_candidates = [run_dir / TRAINING_LOG]
     if "model/path" in results:
         log_candidates.append(Path(results["model/path"]).parent / TRAINING_LOG)
     training_log = next((path for path in log_candidates if path.is_file()), None)
     # Model folders are often all called `model` (training saves <run>/model), so their parent names them.
     label = "/".join(Path(results["model/path"]).parts[-2:]) if "model/path" in results else run_dir.name
-    return Run(label, run_dir, results, similarities, training_log, per_query)
+    return Run(label, run_dir, results, similarities, training_log, read_per_query(run_dir))
 
 
 def load_runs(folder: str | Path) -> list[Run]:

@@ -33,12 +33,11 @@ from embedlab.recipes.mining import MiningSettings, mine_hard_negatives
 from embedlab.recipes.reference import ReferenceSettings, train_sentence_transformers
 from embedlab.recipes.stages import (
     evaluate_stage,
-    per_query_figures,
     prefixed,
     run_stage,
     stage_model,
 )
-from embedlab.run_folder import read_results, write_json
+from embedlab.run_folder import read_per_query, read_results, write_json
 
 log = logging.getLogger(__name__)
 RECIPES = ("mnr", "mnr_mined", "gist", "margin_mse")
@@ -211,7 +210,7 @@ def significance(cfg: DictConfig, dev: str, run_dir: Path, results: dict) -> dic
     side, and, with both sides, the best recipe of each side against the other's."""
     metric = "ndcg@10"
     sides = cfg.suite.sides
-    per_query = {stage: per_query_figures(run_dir, stage).get(dev, {}).get(metric)
+    per_query = {stage: read_per_query(run_dir / stage).get(dev, {}).get(metric)
                  for stage in (f"{recipe}/{side}" for recipe in cfg.suite.recipes for side in sides)}
     tests = {}
 

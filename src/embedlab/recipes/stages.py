@@ -34,6 +34,7 @@ from embedlab.run_folder import (
     LAST_CHECKPOINT,
     MODEL_DIR,
     PER_QUERY_FILE,
+    read_per_query,
     read_results,
     remove_outputs,
     write_json,
@@ -95,18 +96,11 @@ def evaluate_stage(stage: str, model_path, evaluators: Mapping, run_dir: Path,
         encoder = encoder.inference_copy(precision)
     new_metrics, _ = run_evaluators(encoder, missing)
     metrics.update(new_metrics)
-    per_query_file = run_dir / stage / PER_QUERY_FILE
-    per_query = json.loads(per_query_file.read_text()) if per_query_file.exists() else {}
+    per_query = read_per_query(run_dir / stage)
     per_query.update(per_query_of(missing.values()))
-    write_json(per_query_file, per_query)
+    write_json(run_dir / stage / PER_QUERY_FILE, per_query)
     write_json(cache, metrics)
     return metrics
-
-
-def per_query_figures(run_dir: Path, stage: str) -> dict:
-    """The per-query figures `evaluate_stage` kept for a stage (evaluator -> metric -> query id -> value)."""
-    path = run_dir / stage / PER_QUERY_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def stage_model(run_dir: Path, stage: str) -> Path:
