@@ -36,16 +36,17 @@ def recording(scores: list[torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> t
 
 
 cosine_matrix = mnr.cosine_matrix
+ONE_WAY = ("query_to_doc",)
 
 
-def worker(rank: int, port: int, columns: int, symmetric: bool, out: str) -> None:
+def worker(rank: int, port: int, columns: int, directions: tuple[str, ...], out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         # The loss's similarity matrices, as it computed them, for the test to look inside.
         scores = []
         mnr.cosine_matrix = partial(recording, scores)
         local = [e[rank * BATCH:(rank + 1) * BATCH].clone().requires_grad_() for e in embeddings(columns)]
-        loss = MultipleNegativesRankingLoss(symmetric=symmetric)(local)
+        loss = MultipleNegativesRankingLoss(directions=directions)(local)
         loss.backward()
         torch.save({"loss": loss.detach(), "grads": [e.grad for e in local], "scores": scores[0]}, f"{out}.{rank}")
     finally:
@@ -53,14 +54,14 @@ def worker(rank: int, port: int, columns: int, symmetric: bool, out: str) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("columns,symmetric", [(2, False), (3, False), (2, True)])
-def test_gathered_negatives_match_one_process_with_the_whole_batch(tmp_path, columns, symmetric):
+@pytest.mark.parametrize("columns,directions", [(2, ONE_WAY), (3, ONE_WAY), (2, mnr.DIRECTIONS), (3, mnr.DIRECTIONS)])
+def test_gathered_negatives_match_one_process_with_the_whole_batch(tmp_path, columns, directions):
     out = str(tmp_path / "result")
-    mp.spawn(worker, args=(free_port(), columns, symmetric, out), nprocs=WORLD)
+    mp.spawn(worker, args=(free_port(), columns, directions, out), nprocs=WORLD)
     per_rank = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(WORLD)]
 
     whole = [e.clone().requires_grad_() for e in embeddings(columns)]
-    loss = MultipleNegativesRankingLoss(symmetric=symmetric, gather_across_devices=False)(whole)
+    loss = MultipleNegativesRankingLoss(directions=directions, gather_across_devices=False)(whole)
     loss.backward()
 
     # Each process scores its own anchors against the candidates of both processes, in rank order.

@@ -2,12 +2,15 @@
 
 import warnings
 
+import hydra
 import pytest
 import torch
+from omegaconf import OmegaConf
 from sentence_transformers.sentence_transformer import losses as st_losses
 from torch import nn
 
 from embedlab import losses
+from embedlab.config import CONF_DIR
 from embedlab.errors import ConfigError, DataError
 from embedlab.losses import Signature, choose_format
 
@@ -54,27 +57,52 @@ def test_mnr_matches_sentence_transformers(columns):
     assert_same_loss_and_grads(lambda e: ours(e), lambda e: theirs.compute_loss_from_embeddings(e, None), embeddings)
 
 
-def symmetric_reference(kind: str):
-    if kind == "per_direction":
-        return st_losses.MultipleNegativesRankingLoss(Precomputed(), scale=20.0,
-                                                      directions=("query_to_doc", "doc_to_query"),
-                                                      partition_mode="per_direction")
+def symmetric_class_reference():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the class is deprecated in favour of the per_direction spelling
         return st_losses.MultipleNegativesSymmetricRankingLoss(Precomputed(), scale=20.0)
 
 
-@pytest.mark.parametrize("reference", ["per_direction", "symmetric_class"])
-@pytest.mark.parametrize("columns", [2, 3])
-def test_symmetric_mnr_matches_sentence_transformers(columns, reference):
+def mnr_pair(directions, partition):
+    ours = losses.MultipleNegativesRankingLoss(scale=20.0, directions=directions, partition=partition)
+    theirs = st_losses.MultipleNegativesRankingLoss(Precomputed(), scale=20.0, directions=directions,
+                                                    partition_mode=partition)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("directions,partition", [
+    (("query_to_doc", "doc_to_query"), "per_direction"),
+    (("query_to_doc", "doc_to_query"), "joint"),
+    (("query_to_doc", "query_to_query"), "joint"),
+    (("query_to_doc", "doc_to_doc"), "joint"),
+    (("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"), "joint"),
+], ids=["symmetric", "symmetric_joint", "query_to_query", "doc_to_doc", "all_four"])
+@pytest.mark.parametrize("columns", [2, 3, 4])
+def test_mnr_directions_match_sentence_transformers(columns, directions, partition):
     embeddings = make_embeddings(columns, seed=1)
-    ours = losses.MultipleNegativesRankingLoss(scale=20.0, symmetric=True)
-    theirs = symmetric_reference(reference)
+    ours, theirs = mnr_pair(directions, partition)
     value = assert_same_loss_and_grads(lambda e: ours(e), lambda e: theirs.compute_loss_from_embeddings(e, None),
                                        embeddings)
-    # The symmetric loss really differs from the one-directional one on these embeddings.
+    # The extra directions really change the loss on these embeddings.
     one_way = losses.MultipleNegativesRankingLoss(scale=20.0)(clones(embeddings))
     assert not torch.isclose(value, one_way)
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+def test_mnr_symmetric_config_is_sentence_transformers_symmetric_loss(columns):
+    embeddings = make_embeddings(columns, seed=1)
+    config = OmegaConf.load(CONF_DIR / "loss" / "mnr_symmetric.yaml")
+    ours = hydra.utils.instantiate(config)
+    theirs = symmetric_class_reference()
+    assert_same_loss_and_grads(lambda e: ours(e), lambda e: theirs.compute_loss_from_embeddings(e, None), embeddings)
+
+
+@pytest.mark.parametrize("directions,partition", [(("doc_to_query",), "joint"), (("query_to_doc", "sideways"), "joint"),
+                                                  (("query_to_doc",), "shared"),
+                                                  (("query_to_doc", "query_to_query"), "per_direction")])
+def test_mnr_rejects_unknown_directions_and_partitions(directions, partition):
+    with pytest.raises(ConfigError, match="loss.directions|loss.partition"):
+        losses.MultipleNegativesRankingLoss(directions=directions, partition=partition)
 
 
 def test_softmax_loss_matches_sentence_transformers():

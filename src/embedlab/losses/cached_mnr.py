@@ -9,9 +9,10 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     without keeping their activations, and to re-run them one at a time in backward.
     """
 
-    def __init__(self, mini_batch_size: int = 32, scale: float = 20.0, symmetric: bool = False,
-                 gather_across_devices: bool = True):
-        super().__init__(scale=scale, symmetric=symmetric, gather_across_devices=gather_across_devices)
+    def __init__(self, mini_batch_size: int = 32, scale: float = 20.0, directions=("query_to_doc",),
+                 partition: str = "joint", gather_across_devices: bool = True):
+        super().__init__(scale=scale, directions=directions, partition=partition,
+                         gather_across_devices=gather_across_devices)
         if mini_batch_size < 1:
             raise ConfigError(f"loss.mini_batch_size must be at least 1, got {mini_batch_size}")
         self.mini_batch_size = mini_batch_size
