@@ -77,13 +77,33 @@ def test_nli_module_refuses_a_scored_loss_before_loading(tmp_path):
 def test_no_duplicate_text_within_a_batch():
     # Ten premises with three hypotheses each: a plain shuffle would put a premise twice in many batches.
     rows = [(f"premise {p}", f"hypothesis {p}-{h}", f"negative {p}-{h}") for p in range(10) for h in range(3)]
-    sampler = ShardedBatchSampler(rows, batch_size=8, unique_texts=True, seed=3)
+    sampler = ShardedBatchSampler(rows, batch_size=7, unique_texts=True, seed=3)
     batches = list(sampler)
     assert len(batches) == len(sampler)
     for batch in batches:
         texts = [text for index in batch for text in rows[index]]
         assert len(texts) == len(set(texts)), batch
     assert sorted(index for batch in batches for index in batch) == list(range(len(rows)))
+
+
+def test_a_text_on_more_rows_than_batches_leaves_the_extra_rows_out(caplog):
+    # One answer on 20 of 44 rows, as MedQuAD's autosomal-recessive answer stands on 282: batches of 8 hold it once
+    # each, so a plain no-duplicates pass would end in a tail of one-row batches with nothing to contrast.
+    rows = [(f"question {i}", "the shared answer" if i < 20 else f"answer {i}") for i in range(44)]
+    with caplog.at_level("WARNING", logger="embedlab.data.sampler"):
+        sampler = ShardedBatchSampler(rows, batch_size=8, unique_texts=True, seed=2)
+        batches = list(sampler)
+    assert len(batches) == len(sampler) == 4
+    assert [len(batch) for batch in batches] == [8, 8, 8, 4]
+    seen = [index for batch in batches for index in batch]
+    assert sum(index < 20 for index in seen) == 4 and len(set(seen)) == 28
+    assert "16 of 44 rows left out" in caplog.text and "'the shared answer', on 16 of them" in caplog.text
+
+
+def test_batches_of_one_row_are_kept_when_asked_for():
+    rows = [(f"question {i}", "the shared answer") for i in range(5)]
+    assert [len(batch) for batch in ShardedBatchSampler(rows, batch_size=1, unique_texts=True, seed=0)] == [1] * 5
+    assert len(ShardedBatchSampler(rows, batch_size=4, unique_texts=True, seed=0)) == 1
 
 
 def test_plain_shuffle_would_repeat_premises():

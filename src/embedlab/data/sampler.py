@@ -1,9 +1,13 @@
 """Batch sampling that shards across DDP processes itself and can keep every text unique within a batch."""
 
+import logging
 import random
+from collections import Counter
 from collections.abc import Callable
 
 from torch.utils.data import Sampler
+
+log = logging.getLogger(__name__)
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -12,7 +16,12 @@ class ShardedBatchSampler(Sampler[list[int]]):
     All processes plan the same global batches of `batch_size * world_size` rows (same seed, same epoch) and each
     takes its own slice, so in-batch negatives gathered across processes come from one coherent global batch.
     With `unique_texts`, no text appears twice in a global batch: for in-batch negatives a repeated premise
-    would be a false negative. Under DDP a short last global batch is dropped so every process steps together.
+    would be a false negative. A text on more rows than the epoch has batches (one MedQuAD answer stands on 282)
+    cannot fit them all: the pass ends in a tail of one-row batches, each a row that clashes with every other row
+    left. Such a batch contrasts with nothing, and a run of them stretches the learning-rate schedule, so the epoch
+    ends at the first one (unless it is the only batch), with a warning that counts the rows left out. Every epoch
+    reshuffles, so each leaves out other copies. Under DDP a short last global batch is dropped so every process
+    steps together.
 
     With `group_by_length`, each run of `length_group_batches` global batches of the shuffled order is sorted by
     length (characters of all the row's texts) before it is cut into batches, and the batches are then shuffled:
@@ -100,6 +109,16 @@ class ShardedBatchSampler(Sampler[list[int]]):
                         break
                 else:
                     deferred.append(index)
+            if len(batch) == 1 < size and batches:
+                break
             batches.append(batch)
             remaining = deferred + remaining[position + 1:]
+        if remaining:
+            self._warn_left_out(remaining, len(batches))
         return batches
+
+    def _warn_left_out(self, left_out: list[int], batch_count: int) -> None:
+        text, rows = Counter(text for index in left_out for text in set(self.row_texts[index])).most_common(1)[0]
+        log.warning("epoch %d: %d of %d rows left out, as each would be a batch of its own, clashing with every "
+                    "other row left (the commonest text: %r, on %d of them); %d batches without duplicate texts", self.epoch,
+                    len(left_out), len(self.row_texts), text[:60], rows, batch_count)
