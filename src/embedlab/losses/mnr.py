@@ -62,7 +62,7 @@ class MultipleNegativesRankingLoss(Loss):
         all_anchors, offset = anchors, 0
         if self.gather_across_devices:
             documents = [gather_with_grad(d) for d in documents]
-            if self.directions != ("query_to_doc",):
+            if {"query_to_query", "doc_to_query"} & set(self.directions):
                 all_anchors = gather_with_grad(anchors)
             offset = rank() * batch
         rows = torch.arange(batch, device=anchors.device)
@@ -70,15 +70,15 @@ class MultipleNegativesRankingLoss(Loss):
         all_documents = torch.cat(documents)
         world_batch = documents[0].shape[0]
 
+        own_column = F.one_hot(own, world_batch).bool()
         logits = {"query_to_doc": cosine_matrix(anchors, all_documents)}
         if "query_to_query" in self.directions:
-            itself = F.one_hot(own, world_batch).bool()
-            logits["query_to_query"] = cosine_matrix(anchors, all_anchors).masked_fill(itself, -torch.inf)
+            logits["query_to_query"] = cosine_matrix(anchors, all_anchors).masked_fill(own_column, -torch.inf)
         if "doc_to_query" in self.directions:
             logits["doc_to_query"] = cosine_matrix(positives, all_anchors)
         if "doc_to_doc" in self.directions:
             # The row's own positive and hard negatives are not negatives of its positive.
-            own_documents = F.one_hot(own, world_batch).bool().repeat(1, len(documents))
+            own_documents = own_column.repeat(1, len(documents))
             logits["doc_to_doc"] = cosine_matrix(positives, all_documents).masked_fill(own_documents, -torch.inf)
 
         scaled = [m * self.scale for m in logits.values()]
