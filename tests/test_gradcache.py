@@ -13,6 +13,7 @@ from embedlab.losses import (
     MultipleNegativesRankingLoss,
 )
 from embedlab.losses.mnr import DIRECTIONS
+from embedlab.modeling.dropout import use_dropout_masks
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.objectives.bi_encoder import BiEncoderModule
 
@@ -70,9 +71,11 @@ def test_cached_mnr_equals_mnr_on_the_whole_batch(encoder, directions):
     assert_same(plain, gradcache)
 
 
-def test_with_dropout_the_gradients_are_those_of_the_reported_loss(encoder):
+@pytest.mark.parametrize("masks", ["torch", "packed"])
+def test_with_dropout_the_gradients_are_those_of_the_reported_loss(encoder, masks):
     # Backward re-runs each mini-batch; only with the first run's random state do its dropout masks, and so the
     # gradients, belong to the loss that was reported.
+    use_dropout_masks(encoder, masks)
     loss = MultipleNegativesRankingLoss()
     kept = loss_and_gradients(encoder, mini_batches_with_grad, loss)
     gradcache = loss_and_gradients(encoder, cached, loss)

@@ -73,7 +73,7 @@ def test_the_mined_students_learning_rate_is_one_key():
 def test_medquad_best_is_in_batch_mnr_at_1e4_and_keeps_its_best_checkpoint(tmp_path, tiny_data_dir, tiny_model_dir):
     measured = ["data=medquad", "loss=mnr", "evaluation=[medquad,retrieval,stsb]", "backbone.max_seq_length=128",
                 "save_model=best", "eval_every_n_steps=100", "optim.lr=1.0e-4", "data.batch_size=32",
-                "data.group_by_length=false"]
+                "data.group_by_length=false", "trainer.max_epochs=2", "backbone.dropout_masks=torch"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         best = compose("train", overrides=["experiment=medquad_best"])
         command = compose("train", overrides=measured)

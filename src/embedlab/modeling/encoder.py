@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from embedlab.errors import ConfigError
 from embedlab.modeling.adapters import attach_adapter
+from embedlab.modeling.dropout import use_dropout_masks
 from embedlab.modeling.model_files import (
     package_version,
     read_json,
@@ -120,7 +121,8 @@ class SentenceEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
                         max_seq_length: int | None = None, trust_remote_code: bool = False,
-                        truncate_dim: int | None = None, gradient_checkpointing: bool = False) -> "SentenceEncoder":
+                        truncate_dim: int | None = None, gradient_checkpointing: bool = False,
+                        dropout_masks: str = "torch") -> "SentenceEncoder":
         """Load a sentence-transformers folder (any chain of the modules in embedlab.modeling.modules) or a plain
         Hugging Face checkpoint (local path or hub id); a plain checkpoint gets mean pooling unless `pooling` says.
 
@@ -128,6 +130,8 @@ class SentenceEncoder(nn.Module):
         (with "lasttoken", tokenizers that name no padding side pad on the left), `normalize` adds or removes a final
         Normalize, `max_seq_length` applies to every backbone.
         `gradient_checkpointing` recomputes the backbones' activations in backward: less memory for more compute.
+        `dropout_masks="packed"` draws the backbones' dropout masks four elements to a random draw on the CPU
+        (embedlab.modeling.dropout), `"torch"` with torch's own dropout.
         """
         path = resolve_location(str(name_or_path))
         if path is not None and has_layout(path):
@@ -148,6 +152,7 @@ class SentenceEncoder(nn.Module):
                 backbone.max_seq_length = int(max_seq_length)
             if gradient_checkpointing:
                 _checkpoint_gradients(backbone.model)
+            use_dropout_masks(backbone.model, dropout_masks)
         return cls(modules, truncate_dim=settings.get("truncate_dim") if truncate_dim is None else truncate_dim,
                    prompts=settings.get("prompts"), default_prompt_name=settings.get("default_prompt_name"))
 
