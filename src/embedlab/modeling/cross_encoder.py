@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification
 
 from embedlab.modeling.batching import in_length_order
+from embedlab.modeling.dropout import use_dropout_masks
 from embedlab.modeling.model_files import (
     default_max_seq_length,
     load_pretrained,
@@ -53,12 +54,14 @@ class CrossEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, num_labels: int | None = None, max_seq_length: int | None = None,
-                        trust_remote_code: bool = False) -> "CrossEncoder":
-        """Load a cross-encoder folder, or start one from any backbone (the classification head starts random)."""
+                        trust_remote_code: bool = False, dropout_masks: str = "torch") -> "CrossEncoder":
+        """Load a cross-encoder folder, or start one from any backbone (the classification head starts random);
+        `dropout_masks` as in `SentenceEncoder.from_pretrained`."""
         path = resolve_location(str(name_or_path))
         location = str(path) if path is not None else str(name_or_path)
         model, tokenizer = load_pretrained(location, AutoModelForSequenceClassification, trust_remote_code,
                                            **({"num_labels": num_labels} if num_labels else {}))
+        use_dropout_masks(model, dropout_masks)
         if max_seq_length is None:
             max_seq_length = default_max_seq_length(model, tokenizer)
         return cls(model, tokenizer, max_seq_length=int(max_seq_length))

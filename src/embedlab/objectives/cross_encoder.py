@@ -10,7 +10,6 @@ from torch import nn
 from embedlab.data.collate import PairCollator, PairInputCollator
 from embedlab.errors import ConfigError
 from embedlab.modeling.cross_encoder import CrossEncoder
-from embedlab.modeling.dropout import use_dropout_masks
 from embedlab.objectives.optim import OptimizedModule, refuse_prompts
 
 
@@ -38,8 +37,7 @@ class CrossEncoderModule(OptimizedModule):
         backbone = cfg.backbone
         cross_encoder = CrossEncoder.from_pretrained(
             backbone.name_or_path, num_labels=loss.num_labels, trust_remote_code=backbone.trust_remote_code,
-            max_seq_length=cfg.model.get("max_seq_length"))
-        use_dropout_masks(cross_encoder.model, backbone.get("dropout_masks", "torch"))
+            max_seq_length=cfg.model.get("max_seq_length"), dropout_masks=backbone.get("dropout_masks", "torch"))
         if cross_encoder.num_labels != loss.num_labels:
             raise ConfigError(f"loss '{type(loss).__name__}' needs {loss.num_labels} outputs but the cross-encoder "
                               f"'{backbone.name_or_path}' has {cross_encoder.num_labels}")
