@@ -199,3 +199,29 @@ def test_compiled_inference_copy_gives_the_eager_copy_embeddings(tiny_model_dir,
 def test_inference_copy_rejects_an_autocast_precision(tiny_model_dir):
     with pytest.raises(ConfigError, match="weights' precision must be one of"):
         SentenceEncoder.from_pretrained(tiny_model_dir).inference_copy("bf16-mixed")
+
+
+@pytest.mark.parametrize("model_fixture, pooling", [("tiny_model_dir", "mean"), ("tiny_qwen2_dir", "lasttoken")])
+def test_columns_looked_up_together_train_as_one_forward_each(request, sentences, model_fixture, pooling):
+    encoder = SentenceEncoder.from_pretrained(request.getfixturevalue(model_fixture), pooling=pooling).train()
+    lookups = []
+    encoder.backbone.get_input_embeddings().register_forward_hook(lambda *args: lookups.append(1))
+    columns = [encoder.tokenize(sentences[start:start + 3]) for start in (0, 3, 6)]
+    weights = [torch.randn(3, encoder.embedding_dim, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+    def embeddings_and_gradients(embed):
+        encoder.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the same dropout masks on both paths
+        embeddings = embed(columns)
+        sum((embedding * weight).sum() for embedding, weight in zip(embeddings, weights)).backward()
+        return embeddings, {name: p.grad for name, p in encoder.named_parameters() if p.grad is not None}
+
+    together, together_gradients = embeddings_and_gradients(encoder.forward_columns)
+    assert len(lookups) == 1
+    one_by_one, gradients = embeddings_and_gradients(lambda columns: [encoder(features) for features in columns])
+    assert len(lookups) == 4
+    for ours, theirs in zip(together, one_by_one):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    assert together_gradients.keys() == gradients.keys()
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(together_gradients[name], gradient, rtol=1e-5, atol=1e-7, msg=name)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy
 import pytest
 import torch
 from cli import ROOT, assert_one_line_error
@@ -23,8 +24,10 @@ from embedlab.errors import ConfigError
 from embedlab.evaluation.loaders import load_scored_pairs
 from embedlab.evaluation.sts import STSEvaluator
 from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling import export
 from embedlab.modeling.export import export_encoder
 from embedlab.modeling.exported import ExportedEncoder
+from embedlab.modeling.onnx_fusion import fuse_for_onnxruntime
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXTS = ["a man plays the guitar", "the dog runs", "two children play with a ball in the big green park", "a"]
@@ -74,8 +77,10 @@ OPENVINO_CHECK = """
 import json, sys
 import torch
 from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling import export
 from embedlab.modeling.export import export_encoder
 from embedlab.modeling.exported import ExportedEncoder
+from embedlab.modeling.onnx_fusion import fuse_for_onnxruntime
 model, folder, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 folder = export_encoder(model, folder, format="openvino", quantize="int8")
 served = ExportedEncoder.load(folder).encode(texts)
@@ -87,17 +92,93 @@ print(json.dumps({"files": (folder / "sentence_embedding.xml").exists()
 """
 
 
+def openvino_check(script: str, model: str, folder) -> dict:
+    """What `script` prints last, run in its own process and never imported here: once imported, OpenVINO breaks
+    pytest's capture of the output of the in-process runs of later tests in the same worker."""
+    result = subprocess.run([sys.executable, "-c", script, model, str(folder), json.dumps(TEXTS)], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 def test_openvino_int8_stays_close_to_fp32(prompted_model, tmp_path):
-    # In its own process, and never imported here: once imported, OpenVINO breaks pytest's capture of the output of
-    # the in-process runs of later tests in the same worker.
-    result = subprocess.run([sys.executable, "-c", OPENVINO_CHECK, prompted_model, str(tmp_path / "openvino_int8"),
-                             json.dumps(TEXTS)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
-                            check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    check = json.loads(result.stdout.strip().splitlines()[-1])
+    check = openvino_check(OPENVINO_CHECK, prompted_model, tmp_path / "openvino_int8")
     assert check["files"] and check["min_cosine"] > 0.99
     assert not check["equal"]  # the weights really are int8
+
+
+OPENVINO_BF16_CHECK = """
+import json, sys
+import torch
+from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.export import export_encoder
+from embedlab.modeling.exported import ExportedEncoder
+from embedlab.modeling.onnx_fusion import fuse_for_onnxruntime
+model, folder, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+folder = export_encoder(model, folder, format="openvino")
+expected = SentenceEncoder.load(model).encode(texts)
+f32, bf16 = (ExportedEncoder.load(folder, precision).encode(texts) for precision in ("32-true", "bf16-true"))
+print(json.dumps({"f32_difference": (f32 - expected).abs().max().item(),
+                  "bf16_difference": (bf16 - expected).abs().max().item(),
+                  "bf16_min_cosine": torch.nn.functional.cosine_similarity(bf16, expected).min().item()}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_openvino_serves_in_bf16_when_asked_and_in_fp32_otherwise(prompted_model, tmp_path):
+    check = openvino_check(OPENVINO_BF16_CHECK, prompted_model, tmp_path / "openvino")
+    assert check["f32_difference"] < 1e-5, check
+    assert check["bf16_difference"] > 10 * check["f32_difference"] and check["bf16_min_cosine"] > 0.99, check
+
+
+def test_an_onnx_export_serves_only_as_exported(onnx_export):
+    with pytest.raises(ConfigError, match="an ONNX export serves in the precision it was exported in"):
+        ExportedEncoder.load(onnx_export, precision="bf16-true")
+
+
+def op_types(graph) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(graph).graph.node}
+
+
+def test_the_onnx_graph_is_fused_and_int8_reaches_the_attention(prompted_model, onnx_export, tmp_path):
+    assert {"Attention", "SkipLayerNormalization"} <= op_types(onnx_export / "sentence_embedding.onnx")
+    int8 = export_encoder(prompted_model, tmp_path / "onnx_int8", quantize="int8")
+    assert {"QAttention", "MatMulInteger"} <= op_types(int8 / "sentence_embedding.onnx")
+    served, expected = ExportedEncoder.load(int8).encode(TEXTS), SentenceEncoder.load(prompted_model).encode(TEXTS)
+    assert torch.nn.functional.cosine_similarity(served, expected).min() > 0.99
+    assert not torch.allclose(served, expected, atol=1e-6)
+
+
+def scaled_fusion(source, target):
+    """The real fusion with its output scaled: a fused graph that no longer gives the model's embeddings."""
+    import onnx
+
+    attentions = fuse_for_onnxruntime(source, target)
+    graph = onnx.load(target)
+    output = graph.graph.output[0].name
+    for node in graph.graph.node:
+        node.output[:] = [f"{name}_unscaled" if name == output else name for name in node.output]
+    graph.graph.initializer.append(onnx.numpy_helper.from_array(numpy.array(1.5, dtype=numpy.float32), "scale"))
+    graph.graph.node.append(onnx.helper.make_node("Mul", [f"{output}_unscaled", "scale"], [output]))
+    onnx.save(graph, target)
+    return attentions
+
+
+def failed_fusion(source, target):
+    raise RuntimeError("no pattern matched")
+
+
+@pytest.mark.parametrize("fusion", [scaled_fusion, failed_fusion])
+def test_a_fusion_that_fails_or_changes_the_embeddings_leaves_the_traced_graph(prompted_model, tmp_path, monkeypatch,
+                                                                              fusion):
+    monkeypatch.setattr(export, "fuse_for_onnxruntime", fusion)
+    folder = export_encoder(prompted_model, tmp_path / "onnx")
+    assert "Attention" not in op_types(folder / "sentence_embedding.onnx")
+    torch.testing.assert_close(ExportedEncoder.load(folder).encode(TEXTS),
+                               SentenceEncoder.load(prompted_model).encode(TEXTS), atol=1e-4, rtol=0)
 
 
 def test_the_export_scores_as_the_torch_model_through_the_evaluators(prompted_model, onnx_export, tiny_data_dir,

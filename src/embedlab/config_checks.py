@@ -103,6 +103,7 @@ RULES = {
     "data.max_rows": Whole(1, nullable=True),
     "seed": Whole(0),
     "save_model": OneOf(lambda: SAVE_MODEL_CHOICES),
+    "merge_with_start": Number(0, 1),
     "data.on_bad_row": OneOf(lambda: BAD_ROW_CHOICES),
     "precision": OneOf(_precisions),
     "trainer.strategy": OneOf(_strategies),
@@ -128,6 +129,10 @@ def check_training_config(cfg: DictConfig) -> None:
     if cfg.trainer.get("enable_progress_bar") is False and (cfg.get("callbacks") or {}).get("progress"):
         raise ConfigError("trainer.enable_progress_bar=false: turn the progress display off with callbacks.progress=null "
                           "instead (Lightning refuses a progress callback beside it)")
+    if cfg.get("merge_with_start") and (not hasattr(get_object(cfg.model._target_), "merge_with_start")
+                                         or cfg.get("adapter")):
+        raise ConfigError("merge_with_start: only a bi-encoder that trains its own weights (no adapter) is merged "
+                          "with its starting model")
     for group in INSTANTIATED:
         if group in cfg:
             _check_settings(cfg[group], group)

@@ -240,8 +240,9 @@ def row_from_record(record: Mapping, columns: Mapping[str, str | int], score_ran
             raise BadRow(f"{where}: missing column '{theirs}' (for '{ours}'); the row has: {available}")
         row[ours] = record[theirs]
     for column, value in row.items():
-        # Targets are numbers or labels, and a holdout group is only compared (an empty group is a group too).
-        if column in TARGET_COLUMNS or column == GROUP_COLUMN:
+        # Targets are numbers or labels, and a group (of a holdout, of negatives: columns named with a leading
+        # underscore) is only compared (an empty group is a group too).
+        if column in TARGET_COLUMNS or column.startswith("_"):
             continue
         if not isinstance(value, str) or not value.strip():
             raise BadRow(f"{where}: empty or non-text value {value!r} in column '{column}'")

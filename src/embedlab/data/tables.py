@@ -9,6 +9,7 @@ from embedlab.data.base import (
     EmbeddingDataModule,
     use_single_threaded_tokenizers_in_workers,
 )
+from embedlab.data.group_negatives import NEGATIVE_GROUP_COLUMN, GroupNegatives
 from embedlab.data.sources import BadRow, label_id, load_source
 from embedlab.data.streaming import StreamedBatches, stream_rows
 from embedlab.errors import ConfigError, DataError
@@ -21,13 +22,17 @@ class PairsDataModule(EmbeddingDataModule):
     of that size (drawn with `seed`), e.g. a low-resource gold set. A source with a `holdout` trains on the rows
     outside the held-out groups (see embedlab.data.sources.Holdout).
 
+    `group_negatives` gives each row a `negative` column: the positive of another row of its group (the source
+    field `group_negatives.field`), see embedlab.data.group_negatives.
+
     With `streaming` the train table is read as a stream (see embedlab.data.streaming), each process its own
     share, mixed in a shuffle buffer of `shuffle_buffer` rows; a stream has no length, so the trainer needs
     `max_steps`.
     """
 
     def __init__(self, source: dict, label_names: dict | None = None, max_rows: int | None = None,
-                 streaming: bool = False, shuffle_buffer: int = 1000, **kwargs):
+                 streaming: bool = False, shuffle_buffer: int = 1000, group_negatives: dict | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.source = source
         self.label_names = dict(label_names or {})
@@ -45,7 +50,12 @@ class PairsDataModule(EmbeddingDataModule):
             raise ConfigError(f"data '{self.name}': the source needs a local or a hub part")
         if any(columns != mapped[0] for columns in mapped):
             raise ConfigError(f"data '{self.name}': local and hub column mappings must name the same columns")
-        self.formats = {"columns": mapped[0]}
+        self.group_negatives = GroupNegatives(**group_negatives) if group_negatives else None
+        self.formats = {"columns": mapped[0] + (("negative",) if self.group_negatives else ())}
+        if self.group_negatives and (streaming or "negative" in mapped[0] or "positive" not in mapped[0]):
+            raise ConfigError(f"data '{self.name}': data.group_negatives adds a negative column to (anchor, positive) "
+                              f"rows of a loaded table; this source maps {list(mapped[0])}"
+                              f"{' and streams' if streaming else ''}")
 
     def setup(self, stage: str) -> None:
         if self.streaming and stage == "fit" and self.trainer is not None and self.trainer.max_steps < 0:
@@ -79,11 +89,21 @@ class PairsDataModule(EmbeddingDataModule):
     def load_all(self, format: str) -> tuple[list[dict], str]:
         """Every row of the source, before `max_rows` takes its subset."""
         side = "train" if self.source.get("holdout") else "all"
-        rows, origin = load_source(self.source, f"data '{self.name}'", self.on_bad_row, side=side)
+        source = self._source_with_groups() if self.group_negatives else self.source
+        rows, origin = load_source(source, f"data '{self.name}'", self.on_bad_row, side=side)
+        if self.group_negatives:
+            rows = self.group_negatives.add_to(rows, self.seed)
+            origin = f"{origin}, negatives by {self.group_negatives.field}"
         if "label" in self.formats[format]:
             for index, row in enumerate(rows):
                 row["label"] = self._label(row["label"], f"{origin}: row {index + 1}")
         return rows, origin
+
+    def _source_with_groups(self) -> dict:
+        """The source, each of its parts also reading the field that groups rows for their negatives."""
+        group = {NEGATIVE_GROUP_COLUMN: self.group_negatives.field}
+        return {**self.source, **{part: {**self.source[part], "columns": {**self.source[part]["columns"], **group}}
+                                  for part in ("local", "hub") if self.source.get(part)}}
 
     def _subset(self, rows: list[dict], origin: str) -> tuple[list[dict], str]:
         if self.max_rows is not None and self.max_rows < len(rows):

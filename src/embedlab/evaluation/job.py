@@ -8,7 +8,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from embedlab.config_checks import AUTO_PRECISION
 from embedlab.errors import ConfigError
 from embedlab.evaluation.latency import LatencyEvaluator
 from embedlab.evaluation.report import write_results
@@ -59,11 +58,12 @@ def load_encoder(cfg: DictConfig) -> SentenceEncoder:
 
 
 def load_exported(cfg: DictConfig) -> ExportedEncoder:
-    """A folder written by scripts/export.py, served by its runtime as it was exported."""
-    if cfg.precision not in (AUTO_PRECISION, "32-true") or cfg.compile or cfg.device != "cpu" or cfg.max_seq_length:
+    """A folder written by scripts/export.py, served by its runtime on the CPU: an ONNX graph as it was exported, an
+    OpenVINO graph at `precision` (auto: bf16 where the CPU computes it natively)."""
+    if cfg.compile or cfg.device != "cpu" or cfg.max_seq_length:
         raise ConfigError(f"{cfg.model_path} is an exported model: it runs on the CPU as exported, so leave "
-                          "precision, compile, device and max_seq_length at their defaults")
-    return ExportedEncoder.load(cfg.model_path)
+                          "compile, device and max_seq_length at their defaults")
+    return ExportedEncoder.load(cfg.model_path, cfg.precision)
 
 
 def _compare_with_sentence_transformers(latency: LatencyEvaluator, encoder, model_path: str,

@@ -9,15 +9,20 @@ import torch
 from torch import Tensor
 from transformers import AutoTokenizer
 
+from embedlab.config_checks import AUTO_PRECISION
 from embedlab.errors import ConfigError
 from embedlab.modeling.encoder import apply_prompt
 from embedlab.modeling.model_files import read_json
+from embedlab.modeling.precision import resolve_precision
 from embedlab.modeling.tokenization import Tokenize
 
 INSTALL_HINT = 'pip install "embedlab[export]"'
 GRAPH_INPUTS = ("input_ids", "attention_mask")
 EMBEDDING_OUTPUT = "sentence_embedding"
 EXPORT_FILE = "export.json"
+# OpenVINO's inference precision for each serving precision. onnxruntime has no bf16 kernels for these graphs on
+# the CPU: it serves them as exported.
+OPENVINO_PRECISIONS = {"32-true": "f32", "bf16-true": "bf16"}
 
 
 class ExportedEncoder:
@@ -34,17 +39,20 @@ class ExportedEncoder:
         self.description = description
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ExportedEncoder":
+    def load(cls, directory: str | Path, precision: str = "32-true") -> "ExportedEncoder":
+        """`precision`: 32-true, or for an OpenVINO export bf16-true (bf16 compute, where the CPU has bf16
+        instructions); auto picks bf16-true for OpenVINO where it is native, 32-true otherwise."""
         settings = read_export_settings(directory)
         if settings is None:
             raise ConfigError(f"{directory} is not an exported model (no export.json); export one with "
                               "scripts/export.py")
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         graph = Path(directory) / settings["graph"]
-        run_graph = onnx_runtime(graph) if settings["format"] == "onnx" else openvino_runtime(graph)
+        precision = serving_precision(settings["format"], precision)
+        run_graph = onnx_runtime(graph) if settings["format"] == "onnx" else openvino_runtime(graph, precision)
         return cls(Tokenize(tokenizer, settings["max_seq_length"], settings["do_lower_case"]), run_graph,
                    settings["embedding_dim"], settings["prompts"], settings["default_prompt_name"],
-                   f"{settings['format']} {settings['quantize']}")
+                   f"{settings['format']} {settings['quantize']} {precision}")
 
     def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False,
                prompt_name: str | None = None) -> Tensor:
@@ -69,14 +77,27 @@ def onnx_runtime(graph: Path) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     return lambda inputs: session.run([EMBEDDING_OUTPUT], inputs)[0]
 
 
-def openvino_runtime(graph: Path) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+def serving_precision(format: str, precision: str) -> str:
+    if format == "onnx" and precision in (AUTO_PRECISION, "32-true"):
+        return "32-true"
+    if format == "onnx":
+        raise ConfigError(f"an ONNX export serves in the precision it was exported in: precision {precision!r} "
+                          f"is for OpenVINO exports ({', '.join(OPENVINO_PRECISIONS)})")
+    precision = resolve_precision(precision, "cpu", "inference")
+    if precision not in OPENVINO_PRECISIONS:
+        raise ConfigError(f"an OpenVINO export serves at precision {', '.join(OPENVINO_PRECISIONS)} or auto, got "
+                          f"{precision!r}")
+    return precision
+
+
+def openvino_runtime(graph: Path, precision: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     try:
         import openvino
     except ImportError as error:
         raise ConfigError(f"serving an OpenVINO export needs openvino: {INSTALL_HINT}") from error
-    # f32 inference: on CPUs with bf16 units OpenVINO would otherwise compute in bf16 and drift from the torch model.
-    compiled = openvino.Core().compile_model(str(graph), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
-                                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    # Chosen explicitly: on CPUs with bf16 units OpenVINO would otherwise compute in bf16 even when fp32 was asked.
+    compiled = openvino.Core().compile_model(str(graph), "CPU", {
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]})
     request = compiled.create_infer_request()
     return lambda inputs: request.infer(inputs)[EMBEDDING_OUTPUT].copy()
 

@@ -39,6 +39,9 @@ MODULE_CONFIG = "config.json"
 BACKBONE_CONFIG = "sentence_bert_config.json"
 # What a Hugging Face encoder or decoder reads from the features; the rest (token embeddings, a route) is ours.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# The word-embedding vectors of `input_ids`, looked up ahead (SentenceEncoder.forward_columns); the backbone reads
+# them in place of the ids.
+TOKEN_VECTORS = "token_vectors"
 
 
 class Backbone(nn.Module):
@@ -55,6 +58,7 @@ class Backbone(nn.Module):
         base_model = model.get_base_model() if has_adapter(model) else model
         accepted = inspect.signature(base_model.forward).parameters
         self.model_inputs = tuple(key for key in MODEL_INPUTS if key in accepted)
+        self.takes_token_vectors = "inputs_embeds" in accepted
         # BERT-style backbones carry a [CLS] pooler that sentence embeddings never use; frozen, it is kept in the
         # saved weights unchanged and DDP does not wait for gradients that never come.
         if isinstance(getattr(model, "pooler", None), nn.Module):
@@ -71,8 +75,20 @@ class Backbone(nn.Module):
     def tokenize(self) -> Tokenize:
         return Tokenize(self.tokenizer, self.max_seq_length, self.do_lower_case)
 
+    @property
+    def trained_token_table(self) -> nn.Embedding | None:
+        """The word-embedding table, when it trains and the model takes looked-up vectors (`inputs_embeds`) in place
+        of token ids."""
+        table = self.model.get_input_embeddings()
+        if self.takes_token_vectors and isinstance(table, nn.Embedding) and table.weight.requires_grad:
+            return table
+        return None
+
     def forward(self, features: dict) -> dict:
         inputs = {key: features[key] for key in self.model_inputs if key in features}
+        if TOKEN_VECTORS in features:
+            inputs = {**{key: value for key, value in inputs.items() if key != "input_ids"},
+                      "inputs_embeds": features[TOKEN_VECTORS]}
         return {**features, "token_embeddings": self.model(**inputs).last_hidden_state}
 
     @classmethod

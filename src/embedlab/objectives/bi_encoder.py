@@ -11,6 +11,7 @@ from embedlab.data.collate import Collator, InputCollator
 from embedlab.errors import ConfigError
 from embedlab.losses.signature import configured_losses
 from embedlab.modeling.encoder import SentenceEncoder
+from embedlab.modeling.merging import interpolate_weights
 from embedlab.objectives.optim import OptimizedModule
 
 # The prompts sentence-transformers' encode_query and encode_document apply, by training column.
@@ -86,6 +87,10 @@ class BiEncoderModule(OptimizedModule):
             state_dict = {**state_dict, **{f"guide.{name}": value for name, value in self.guide.state_dict().items()}}
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
+    def merge_with_start(self, backbone: DictConfig, pooling: str, share: float) -> None:
+        """The trained weights moved `share` of the way back to the starting model's (embedlab.modeling.merging)."""
+        interpolate_weights(self.encoder, SentenceEncoder.from_pretrained(pooling=pooling, **backbone), share)
+
     def make_collator(self, text_columns: list[str], target_column: str | None,
                       prompts: Mapping[str, str]) -> Collator:
         """Tokenises the columns, each behind its prompt: the one given for the column, else the encoder's own for
@@ -111,7 +116,7 @@ class BiEncoderModule(OptimizedModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss_fn = self.losses[batch["source"]] if "source" in batch else self.loss
         # The collator keeps the columns in the order the loss reads them.
-        embeddings = [self._embed_for_loss(features, loss_fn) for features in batch["features"].values()]
+        embeddings = self._embed_for_loss(list(batch["features"].values()), loss_fn)
         extras = {}
         if loss_fn.guide:
             guide_features = batch.get("guide_features", batch["features"])
@@ -122,12 +127,12 @@ class BiEncoderModule(OptimizedModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _embed_for_loss(self, features: dict[str, torch.Tensor], loss_fn: nn.Module) -> torch.Tensor:
+    def _embed_for_loss(self, columns: list[dict[str, torch.Tensor]], loss_fn: nn.Module) -> list[torch.Tensor]:
         # A loss that sees the whole batch at once (in-batch negatives) may ask for it to be embedded in mini-batches,
         # trading a second forward pass for the memory of one mini-batch.
         if loss_fn.mini_batch_size:
-            return self.encoder.forward_in_mini_batches(features, loss_fn.mini_batch_size)
-        return self.encoder(features)
+            return [self.encoder.forward_in_mini_batches(features, loss_fn.mini_batch_size) for features in columns]
+        return self.encoder.forward_columns(columns)
 
     def _embed_by_guide(self, features: dict[str, torch.Tensor], loss_fn: nn.Module) -> torch.Tensor:
         size = loss_fn.mini_batch_size or features["attention_mask"].shape[0]

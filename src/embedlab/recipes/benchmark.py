@@ -146,7 +146,8 @@ def benchmark_encoding(cfg: DictConfig, job: str, work_dir: Path) -> dict:
     if cfg.sentence_transformers.compile:
         reference[0].auto_model.compile(dynamic=True)
     encoders = {PROJECT: project, REFERENCE: ReferenceEncoder(reference, cfg.sentence_transformers.precision),
-                **{f"{PROJECT}_{name}": ExportedEncoder.load(exported(cfg, name, work_dir / "exports"))
+                **{f"{PROJECT}_{name}": ExportedEncoder.load(exported(cfg, name, work_dir / "exports"),
+                                                             cfg.encode.precision)
                    for name in cfg.encode.exports}}
     with peer_backends(cfg, work_dir / "peer") as peers:
         encoders.update(peers)
