@@ -146,7 +146,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     if cfg.save_model == "best":
         load_best(trainer, module)
     if cfg.merge_with_start:
-        module.merge_with_start(cfg.backbone, cfg.pooling.mode, cfg.merge_with_start)
+        module.merge_with_start(cfg)
         log.info("merged with the starting model: %g of its weights", cfg.merge_with_start)
     # Saved before the final evaluation, so that callbacks of the test stage (the W&B artefact) find the folder.
     with full_weights(trainer):

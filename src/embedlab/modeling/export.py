@@ -134,8 +134,7 @@ def fused_if_faithful(encoder: SentenceEncoder, source: Path, target: Path) -> P
     except Exception as error:  # the fusions are an optimisation: any failure leaves the traced graph
         log.info("the ONNX graph is not fused for onnxruntime: %s", first_line(error))
         return source
-    with torch.no_grad():
-        difference = float((torch.from_numpy(fused) - encoder(features)[:, :encoder.output_dim]).abs().max())
+    difference = difference_from_torch(encoder, torch.from_numpy(fused))
     if difference > FP32_TOLERANCE:
         log.info("the ONNX graph is not fused for onnxruntime: the fused graph differs from the model by %.2e",
                  difference)
@@ -178,10 +177,14 @@ def write_sentence_transformers_layout(encoder: SentenceEncoder, output_dir: Pat
 
 def check_export(encoder: SentenceEncoder, output_dir: Path, quantize: str) -> float:
     """The largest difference between the exported and the torch embeddings on a few texts; fp32 must agree."""
-    exported = ExportedEncoder.load(output_dir, precision="32-true").encode(PROBE_TEXTS)
-    difference = float((exported - encoder.encode(PROBE_TEXTS)).abs().max())
+    difference = difference_from_torch(encoder, ExportedEncoder.load(output_dir, "32-true").encode(PROBE_TEXTS))
     log.info("exported %s: largest difference from the torch embeddings %.2e", output_dir, difference)
     if quantize == "none" and difference > FP32_TOLERANCE:
         raise ConfigError(f"the exported graph differs from the torch model by {difference:.2e} "
                           f"(more than {FP32_TOLERANCE}); this backbone does not export faithfully")
     return difference
+
+
+def difference_from_torch(encoder: SentenceEncoder, embeddings: Tensor) -> float:
+    """The largest difference between `embeddings` of PROBE_TEXTS and the torch model's."""
+    return float((embeddings - encoder.encode(PROBE_TEXTS)).abs().max())

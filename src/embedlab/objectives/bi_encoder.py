@@ -49,7 +49,7 @@ class BiEncoderModule(OptimizedModule):
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "BiEncoderModule":
-        encoder = SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
+        encoder = starting_encoder(cfg)
         if encoder.routed:
             raise ConfigError(f"'{cfg.backbone.name_or_path}' routes queries and documents through separate modules; "
                               "training it needs a route per column, which embedlab does not have")
@@ -87,9 +87,10 @@ class BiEncoderModule(OptimizedModule):
             state_dict = {**state_dict, **{f"guide.{name}": value for name, value in self.guide.state_dict().items()}}
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
-    def merge_with_start(self, backbone: DictConfig, pooling: str, share: float) -> None:
-        """The trained weights moved `share` of the way back to the starting model's (embedlab.modeling.merging)."""
-        interpolate_weights(self.encoder, SentenceEncoder.from_pretrained(pooling=pooling, **backbone), share)
+    def merge_with_start(self, cfg: DictConfig) -> None:
+        """The trained weights moved `cfg.merge_with_start` of the way back to the starting model's
+        (embedlab.modeling.merging)."""
+        interpolate_weights(self.encoder, starting_encoder(cfg), cfg.merge_with_start)
 
     def make_collator(self, text_columns: list[str], target_column: str | None,
                       prompts: Mapping[str, str]) -> Collator:
@@ -144,6 +145,11 @@ class BiEncoderModule(OptimizedModule):
         return self.encoder(batch["features"])[:, :self.encoder.output_dim].float()
 
     test_step = validation_step
+
+
+def starting_encoder(cfg: DictConfig) -> SentenceEncoder:
+    """The encoder a run starts from: its backbone config, with the pooling it asks for."""
+    return SentenceEncoder.from_pretrained(pooling=cfg.pooling.mode, **cfg.backbone)
 
 
 def reads_same_tokens(guide: SentenceEncoder, encoder: SentenceEncoder) -> bool:
