@@ -70,10 +70,12 @@ def test_the_mined_students_learning_rate_is_one_key():
     assert "optim.lr=2e-05" in OmegaConf.to_container(distilled.distill, resolve=True)["student"]
 
 
-def test_medquad_best_is_in_batch_mnr_at_1e4_and_keeps_its_best_checkpoint(tmp_path, tiny_data_dir, tiny_model_dir):
+def test_medquad_best_is_the_measured_sibling_recipe_and_keeps_its_best_checkpoint(tmp_path, tiny_data_dir,
+                                                                                    tiny_model_dir):
     measured = ["data=medquad", "loss=mnr", "evaluation=[medquad,retrieval,stsb]", "backbone.max_seq_length=128",
                 "save_model=best", "eval_every_n_steps=100", "optim.lr=1.0e-4", "data.batch_size=32",
-                "data.group_by_length=false", "trainer.max_epochs=2", "backbone.dropout_masks=torch"]
+                "data.group_by_length=false", "trainer.max_epochs=2", "backbone.dropout_masks=packed",
+                "data.group_negatives={field: focus, share: 0.5}", "merge_with_start=0.3"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         best = compose("train", overrides=["experiment=medquad_best"])
         command = compose("train", overrides=measured)
@@ -109,7 +111,7 @@ def test_the_retrieval_benchmark_runs_both_sides_of_every_recipe(tmp_path, tiny_
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["suite/rows"] == 24
-    for recipe in ("mnr", "mnr_mined", "gist", "margin_mse"):
+    for recipe in ("mnr", "mnr_mined", "mnr_siblings", "gist", "margin_mse"):
         for side in ("embedlab", "sentence_transformers"):
             assert f"{recipe}/{side}/dev/medquad/ndcg@10" in results
             assert results[f"{recipe}/{side}/train/samples_per_second"] > 0
@@ -121,11 +123,16 @@ def test_the_retrieval_benchmark_runs_both_sides_of_every_recipe(tmp_path, tiny_
     # Each side mined its own hard negatives, with the same settings.
     for side in ("embedlab", "sentence_transformers"):
         assert len(read_rows(tmp_path / "mined" / f"{side}.jsonl")) == 24
+    # Both sides trained mnr_siblings on one file: the suite's rows, each with a negative from another row.
+    pairs = {(row["anchor"], row["positive"]) for row in read_rows(tmp_path / "mined" / "embedlab.jsonl")}
+    siblings = read_rows(tmp_path / "siblings" / "rows.jsonl")
+    assert {(row["anchor"], row["positive"]) for row in siblings} == pairs and len(siblings) == 24
+    assert all(row["negative"] and row["negative"] != row["positive"] for row in siblings)
 
 
 def test_the_retrieval_benchmark_runs_one_side_alone(tmp_path, tiny_data_dir, tiny_model_dir):
     result = tiny_suite(tmp_path, tiny_data_dir, tiny_model_dir, "suite.recipes=[mnr,mnr_mined]",
-                        "suite.sides=[embedlab]")
+                        "suite.sides=[embedlab]", "suite.merge_with_start=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert 0 <= results["significance/mnr_mined_vs_mnr/embedlab/p_ttest"] <= 1
@@ -137,7 +144,8 @@ def test_the_retrieval_benchmark_runs_one_side_alone(tmp_path, tiny_data_dir, ti
     # suite.precision=auto is resolved once, and the stages train in what it chose.
     chosen = resolve_precision("auto", "cpu")
     assert results["suite/precision"] == chosen
-    assert OmegaConf.load(tmp_path / "mnr" / "embedlab" / "config.yaml").precision == chosen
+    stage_config = OmegaConf.load(tmp_path / "mnr" / "embedlab" / "config.yaml")
+    assert stage_config.precision == chosen and stage_config.merge_with_start == 0.5
 
     # Resumed with the other side added, the suite reuses embedlab's stages and trains only sentence-transformers'.
     both = benchmark(f"resume={tmp_path}", "suite.recipes=[mnr]", "suite.sides=[embedlab,sentence_transformers]")

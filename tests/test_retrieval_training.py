@@ -54,6 +54,24 @@ def test_the_retrieval_set_asks_each_held_out_question_for_its_answers(tiny_data
     assert sub.corpus.keys() == load_qa_retrieval(pairs, corpus, distractors=5).corpus.keys()
 
 
+def test_a_row_whose_answer_id_names_another_answer_is_judged_by_its_answer_text(tmp_path, tiny_data_dir, caplog):
+    rows = [json.loads(line) for line in (tiny_data_dir / "medquad" / "train.jsonl").read_text().splitlines()]
+    rows[0]["answer_id"], rows[1]["answer_id"] = rows[1]["answer_id"], rows[0]["answer_id"]
+    rows[2]["answer"] = "  " + rows[2]["answer"].replace(" ", "\n", 1)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    corpus = str(tiny_data_dir / "medquad" / "corpus.jsonl")
+    by_text = {"local": {"path": str(tmp_path / "train.jsonl"),
+                         "columns": {"query": "query", "answer_id": "answer_id", "answer": "answer"}}}
+    retrieval = load_qa_retrieval(by_text, corpus, side="all")
+    judged = {retrieval.queries[query_id]: list(answers) for query_id, answers in retrieval.qrels.items()}
+    assert all(judged[row["query"]] == [f"a{row['focus'].split()[-1]}-{row['qtype']}"] for row in rows)
+    assert "2 of 48 rows name an answer_id whose text" in caplog.text
+    by_id = {"local": {**by_text["local"], "columns": {"query": "query", "answer_id": "answer_id"}}}
+    as_given = load_qa_retrieval(by_id, corpus, side="all")
+    first_two = [list(answers) for answers in as_given.qrels.values()][:2]
+    assert first_two == [[rows[0]["answer_id"]], [rows[1]["answer_id"]]]
+
+
 def test_prompts_train_and_are_saved_where_sentence_transformers_applies_them(tmp_path, tiny_data_dir, tiny_model_dir):
     from sentence_transformers import SentenceTransformer
 

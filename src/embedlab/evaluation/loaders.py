@@ -113,11 +113,13 @@ def load_beir(folder: str, split: str = "test") -> RetrievalSet:
 
 def read_corpus_jsonl(path, with_title: bool) -> dict[str, str]:
     """A BEIR-style corpus.jsonl (_id, title, text) as id -> text, the title before the text when `with_title`."""
-    corpus = {}
-    for record in _read_jsonl(Path(path)):
-        title, text = (record.get("title") or "") if with_title else "", record.get("text") or ""
-        corpus[str(record["_id"])] = f"{title} {text}".strip()
-    return corpus
+    return {doc_id: f"{title} {text}".strip() if with_title else text
+            for doc_id, (title, text) in _read_corpus_records(path).items()}
+
+
+def _read_corpus_records(path) -> dict[str, tuple[str, str]]:
+    return {str(record["_id"]): (record.get("title") or "", record.get("text") or "")
+            for record in _read_jsonl(Path(path))}
 
 
 def load_qa_retrieval(pairs: Mapping, corpus_path: str, side: str = "holdout", distractors: int | None = None,
@@ -126,17 +128,23 @@ def load_qa_retrieval(pairs: Mapping, corpus_path: str, side: str = "holdout", d
     relevant to the answers of all its rows. `side` picks a side of the table's holdout ("holdout": a dev split
     carved from the training pairs; see embedlab.data.sources.Holdout).
 
+    When the table also maps an `answer` column, a row is judged by its answer's text: an answer_id whose corpus text
+    is another answer's is a broken link (MedQuAD's training file has many), and grading by it would mark the question's
+    own answer wrong. Such rows are counted in a warning and judged by the corpus id that holds their text.
+
     With `distractors`, the corpus is cut to the relevant answers plus that many others drawn with `seed`, a
     NanoBEIR-style sub-corpus that makes evaluation during training affordable; the full corpus scores the final
     model.
     """
     rows, origin = load_source(pairs, "retrieval pairs", side=side)
-    corpus = read_corpus_jsonl(corpus_path, with_title)
+    records = _read_corpus_records(corpus_path)
+    corpus = {doc_id: f"{title} {text}".strip() if with_title else text for doc_id, (title, text) in records.items()}
+    judged_ids = _judged_answer_ids(rows, records, origin, corpus_path)
     query_ids: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
-    for row in rows:
+    for row, answer_id in zip(rows, judged_ids):
         query_id = query_ids.setdefault(row["query"], f"q{len(query_ids)}")
-        qrels.setdefault(query_id, {})[str(row["answer_id"])] = 1
+        qrels.setdefault(query_id, {})[answer_id] = 1
     if distractors is not None:
         relevant = {doc_id for judged in qrels.values() for doc_id in judged}
         others = sorted(doc_id for doc_id in corpus if doc_id not in relevant)
@@ -144,6 +152,34 @@ def load_qa_retrieval(pairs: Mapping, corpus_path: str, side: str = "holdout", d
         corpus = {doc_id: text for doc_id, text in corpus.items() if doc_id in kept}
     log.info("%s: %d questions against %d documents", origin, len(query_ids), len(corpus))
     return _retrieval_set({query_id: query for query, query_id in query_ids.items()}, corpus, qrels, origin)
+
+
+def _judged_answer_ids(rows: list[dict], records: dict[str, tuple[str, str]], origin: str, corpus_path) -> list[str]:
+    """Each row's answer_id, or, where the row's answer text sits in the corpus under another id, that id."""
+    if not rows or "answer" not in rows[0]:
+        return [str(row["answer_id"]) for row in rows]
+    id_of_text = {_collapsed(text): doc_id for doc_id, (_, text) in records.items()}
+    judged, relinked, unmatched = [], 0, 0
+    for row in rows:
+        given = str(row["answer_id"])
+        text = _collapsed(row["answer"])
+        if given in records and _collapsed(records[given][1]) == text:
+            judged.append(given)
+        elif text in id_of_text:
+            judged.append(id_of_text[text])
+            relinked += 1
+        else:
+            judged.append(given)
+            unmatched += 1
+    if relinked or unmatched:
+        log.warning("%s: %d of %d rows name an answer_id whose text in %s is another answer's; %d judged by the "
+                    "id holding their answer text, %d (text not in the corpus) by the id as given",
+                    origin, relinked + unmatched, len(rows), corpus_path, relinked, unmatched)
+    return judged
+
+
+def _collapsed(text: str) -> str:
+    return " ".join(text.split())
 
 
 def load_liveqa_med(folder: str, query_field: str = "summary") -> RetrievalSet:

@@ -5,9 +5,13 @@ MedQuAD training side; `full=true`: all of it), from the same model, with the sa
 seed, precision and passage length:
 1. `mnr`: in-batch negatives;
 2. `mnr_mined`: plus one mined hard negative per pair, each side mining with its own function and the same settings;
-3. `gist`: GISTEmbed, the starting model as the guide;
-4. `margin_mse`: MarginMSE on the same teacher scores (a cross-encoder trained on the mined pairs, as
+3. `mnr_siblings`: plus one negative per pair from the data's groups (embedlab.data.group_negatives: with chance
+   `suite.group_negatives.share` another answer about the same focus), the same rows for both sides;
+4. `gist`: GISTEmbed, the starting model as the guide;
+5. `margin_mse`: MarginMSE on the same teacher scores (a cross-encoder trained on the mined pairs, as
    embedlab.recipes.distillation trains it), shared by both sides.
+`suite.merge_with_start` moves each of embedlab's trained models that share of the way back to the starting model
+(WiSE-FT, a step sentence-transformers has no counterpart of; 0, the default, keeps the two sides' recipes the same).
 Each (recipe, side) is a cached stage in `<run dir>/<recipe>/<side>`, so a long comparison can be finished over
 several commands (`resume=<run dir>`), and `suite.sides=[embedlab]` runs one side alone. Every model is scored by
 the same evaluators (the dev split, LiveQA-Med, STSB test); a paired t-test (and a Wilcoxon signed-rank test) on the
@@ -21,7 +25,7 @@ from pathlib import Path
 
 from hydra import compose
 from hydra.utils import instantiate
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from embedlab.assembly import build_datamodule
 from embedlab.errors import ConfigError
@@ -40,7 +44,7 @@ from embedlab.recipes.stages import (
 from embedlab.run_folder import read_per_query, read_results, write_json
 
 log = logging.getLogger(__name__)
-RECIPES = ("mnr", "mnr_mined", "gist", "margin_mse")
+RECIPES = ("mnr", "mnr_mined", "mnr_siblings", "gist", "margin_mse")
 PROJECT, REFERENCE = "embedlab", "sentence_transformers"
 SIDES = (PROJECT, REFERENCE)
 
@@ -79,9 +83,9 @@ def benchmark_retrieval(cfg: DictConfig) -> dict:
     return results
 
 
-def training_rows(cfg: DictConfig) -> list[dict]:
+def training_rows(cfg: DictConfig, extra_overrides: tuple[str, ...] = ()) -> list[dict]:
     """The (anchor, positive) rows both sides train on: `suite.rows` of the training side, seeded; all with full."""
-    datamodule = build_datamodule(compose("train", overrides=project_overrides(cfg)))
+    datamodule = build_datamodule(compose("train", overrides=[*project_overrides(cfg), *extra_overrides]))
     rows, origin = datamodule.load_train(datamodule.format)
     log.info("retrieval suite: %d training pairs from %s", len(rows), origin)
     return rows
@@ -97,6 +101,7 @@ def project_overrides(cfg: DictConfig, rows_file: Path | None = None, columns: l
             f"backbone.name_or_path={cfg.model_path}", f"backbone.max_seq_length={suite.max_seq_length}",
             f"data.batch_size={suite.batch_size}", f"optim.lr={suite.lr}", f"optim.warmup_ratio={suite.warmup_ratio}",
             f"trainer.max_epochs={suite.epochs}", f"precision={suite.precision}", "evaluation=[]",
+            f"merge_with_start={suite.merge_with_start}",
             # Shuffled batches, not length-grouped ones (data=pairs groups by default): sentence-transformers' side
             # draws its batches so, and grouping alone changes which in-batch negatives a row meets.
             "data.group_by_length=false"]
@@ -107,6 +112,8 @@ def recipe_data(cfg: DictConfig, recipe: str, rows: list[dict], run_dir: Path) -
     teacher-scored rows."""
     if recipe in ("mnr", "gist"):
         return {PROJECT: None, REFERENCE: rows}
+    if recipe == "mnr_siblings":
+        return sibling_rows(cfg, run_dir)
     mined = mined_rows(cfg, rows, run_dir)
     if recipe == "mnr_mined":
         return mined
@@ -128,6 +135,16 @@ def mined_rows(cfg: DictConfig, rows: list[dict], run_dir: Path) -> dict:
     if not theirs.exists():
         distillation.write_rows(theirs, mine_with_sentence_transformers(cfg, rows, settings))
     return {PROJECT: ours, REFERENCE: distillation.read_rows(theirs)}
+
+
+def sibling_rows(cfg: DictConfig, run_dir: Path) -> dict:
+    """The suite's rows, each with one negative from its focus group as `data.group_negatives` draws it (the same
+    rows and draw as the suite's subset: the subset is sampled by position); one cached file for both sides."""
+    path = run_dir / "siblings" / "rows.jsonl"
+    if not path.exists():
+        negatives = OmegaConf.to_yaml(OmegaConf.to_container(cfg.suite.group_negatives)).strip().replace("\n", ", ")
+        distillation.write_rows(path, training_rows(cfg, (f"data.group_negatives={{{negatives}}}",)))
+    return {PROJECT: path, REFERENCE: distillation.read_rows(path)}
 
 
 def mine_with_sentence_transformers(cfg: DictConfig, rows: list[dict], settings: dict) -> list[dict]:
@@ -164,7 +181,7 @@ def train_project(cfg: DictConfig, recipe: str, data: Path | None, run_dir: Path
     columns = None
     if data is not None:
         columns = [key for key in distillation.read_rows(data)[0] if key != "scores" or recipe == "margin_mse"]
-    loss = {"mnr": "mnr", "mnr_mined": "mnr", "gist": "gist", "margin_mse": "margin_mse"}[recipe]
+    loss = {"mnr": "mnr", "mnr_mined": "mnr", "mnr_siblings": "mnr", "gist": "gist", "margin_mse": "margin_mse"}[recipe]
     return run_stage(f"{recipe}/{PROJECT}", [*project_overrides(cfg, data, columns), f"loss={loss}"], run_dir)
 
 
@@ -180,7 +197,7 @@ def train_reference(cfg: DictConfig, recipe: str, rows: list[dict], stage_dir: P
     suite = cfg.suite
     model = SentenceTransformer(str(cfg.model_path), device=cfg.device)
     model.max_seq_length = suite.max_seq_length
-    with_negatives = recipe in ("mnr_mined", "margin_mse")
+    with_negatives = recipe in ("mnr_mined", "mnr_siblings", "margin_mse")
     columns = ["anchor", "positive", *(distillation.negative_columns(rows[0]) if with_negatives else [])]
     if recipe == "gist":
         loss = losses.GISTEmbedLoss(model, SentenceTransformer(str(cfg.model_path), device=cfg.device))
