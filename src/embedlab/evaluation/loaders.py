@@ -113,8 +113,11 @@ def load_beir(folder: str, split: str = "test") -> RetrievalSet:
 
 def read_corpus_jsonl(path, with_title: bool) -> dict[str, str]:
     """A BEIR-style corpus.jsonl (_id, title, text) as id -> text, the title before the text when `with_title`."""
-    return {doc_id: f"{title} {text}".strip() if with_title else text
-            for doc_id, (title, text) in _read_corpus_records(path).items()}
+    return _corpus_texts(_read_corpus_records(path), with_title)
+
+
+def _corpus_texts(records: dict[str, tuple[str, str]], with_title: bool) -> dict[str, str]:
+    return {doc_id: f"{title} {text}".strip() if with_title else text for doc_id, (title, text) in records.items()}
 
 
 def _read_corpus_records(path) -> dict[str, tuple[str, str]]:
@@ -138,7 +141,7 @@ def load_qa_retrieval(pairs: Mapping, corpus_path: str, side: str = "holdout", d
     """
     rows, origin = load_source(pairs, "retrieval pairs", side=side)
     records = _read_corpus_records(corpus_path)
-    corpus = {doc_id: f"{title} {text}".strip() if with_title else text for doc_id, (title, text) in records.items()}
+    corpus = _corpus_texts(records, with_title)
     judged_ids = _judged_answer_ids(rows, records, origin, corpus_path)
     query_ids: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
@@ -158,12 +161,13 @@ def _judged_answer_ids(rows: list[dict], records: dict[str, tuple[str, str]], or
     """Each row's answer_id, or, where the row's answer text sits in the corpus under another id, that id."""
     if not rows or "answer" not in rows[0]:
         return [str(row["answer_id"]) for row in rows]
-    id_of_text = {_collapsed(text): doc_id for doc_id, (_, text) in records.items()}
+    collapsed = {doc_id: _collapsed(text) for doc_id, (_, text) in records.items()}
+    id_of_text = {text: doc_id for doc_id, text in collapsed.items()}
     judged, relinked, unmatched = [], 0, 0
     for row in rows:
         given = str(row["answer_id"])
         text = _collapsed(row["answer"])
-        if given in records and _collapsed(records[given][1]) == text:
+        if collapsed.get(given) == text:
             judged.append(given)
         elif text in id_of_text:
             judged.append(id_of_text[text])
