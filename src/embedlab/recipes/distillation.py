@@ -14,13 +14,14 @@ import json
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from embedlab.assembly import build_datamodule
 from embedlab.modeling.cross_encoder import CrossEncoder
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.recipes.mining import MiningSettings, mine_hard_negatives
 from embedlab.recipes.stages import (
+    inline_mapping,
     prefixed,
     publish_model,
     recipe_overrides,
@@ -99,8 +100,8 @@ def scored_rows(mined: list[dict], teacher_path: Path, path: Path, batch_size: i
 
 def pairs_data(path: Path, columns: list[str]) -> list[str]:
     """Overrides that train on a jsonl file of these columns (named as in the file) with data=pairs."""
-    mapping = OmegaConf.to_yaml({column: column for column in columns}, sort_keys=False).strip().replace("\n", ", ")
-    return ["data=pairs", f"data.source.local.path={path}", f"data.source.local.columns={{{mapping}}}"]
+    mapping = inline_mapping({column: column for column in columns})
+    return ["data=pairs", f"data.source.local.path={path}", f"data.source.local.columns={mapping}"]
 
 
 def negative_columns(row: dict) -> list[str]:

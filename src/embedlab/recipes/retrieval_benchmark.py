@@ -37,6 +37,7 @@ from embedlab.recipes.mining import MiningSettings, mine_hard_negatives
 from embedlab.recipes.reference import ReferenceSettings, train_sentence_transformers
 from embedlab.recipes.stages import (
     evaluate_stage,
+    inline_mapping,
     prefixed,
     run_stage,
     stage_model,
@@ -142,8 +143,8 @@ def sibling_rows(cfg: DictConfig, run_dir: Path) -> dict:
     rows and draw as the suite's subset: the subset is sampled by position); one cached file for both sides."""
     path = run_dir / "siblings" / "rows.jsonl"
     if not path.exists():
-        negatives = OmegaConf.to_yaml(OmegaConf.to_container(cfg.suite.group_negatives)).strip().replace("\n", ", ")
-        distillation.write_rows(path, training_rows(cfg, (f"data.group_negatives={{{negatives}}}",)))
+        negatives = inline_mapping(OmegaConf.to_container(cfg.suite.group_negatives))
+        distillation.write_rows(path, training_rows(cfg, (f"data.group_negatives={negatives}",)))
     return {PROJECT: path, REFERENCE: distillation.read_rows(path)}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from embedlab.assembly import run_training
 from embedlab.errors import EmbedlabError
@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 def recipe_overrides(cfg: DictConfig) -> list[str]:
     """What every stage takes from the recipe's own config: the data folder, the seed and the precision."""
     return [f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}", f"precision={cfg.precision}"]
+
+
+def inline_mapping(mapping: Mapping) -> str:
+    """A flat mapping as one override value, `{key: value, ...}`, quoted as YAML needs it, in the given order."""
+    return "{" + OmegaConf.to_yaml(dict(mapping), sort_keys=False).strip().replace("\n", ", ") + "}"
 
 
 def check_stages(*stage_overrides: list[str]) -> None:
