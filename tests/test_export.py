@@ -26,7 +26,7 @@ from embedlab.evaluation.sts import STSEvaluator
 from embedlab.modeling.encoder import SentenceEncoder
 from embedlab.modeling import export
 from embedlab.modeling.export import export_encoder
-from embedlab.modeling.exported import ExportedEncoder
+from embedlab.modeling.exported import ExportedEncoder, resolve_streams
 from embedlab.modeling.onnx_fusion import fuse_for_onnxruntime
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,6 +56,21 @@ def test_the_onnx_graph_gives_the_torch_embeddings(prompted_model, onnx_export):
         assert served.shape == expected.shape == (len(TEXTS), 24)
         torch.testing.assert_close(served, expected, atol=1e-4, rtol=0)
     assert not torch.allclose(exported.encode(TEXTS[:1], prompt_name="query"), exported.encode(TEXTS[:1]))
+
+
+def test_batches_served_side_by_side_come_back_in_the_order_of_the_texts(prompted_model, onnx_export):
+    expected = SentenceEncoder.load(prompted_model).encode(TEXTS).repeat(3, 1)
+    served = ExportedEncoder.load(onnx_export, streams=2).encode(TEXTS * 3, batch_size=1)
+    torch.testing.assert_close(served, expected, atol=1e-4, rtol=0)
+
+
+def test_auto_streams_are_two_where_torch_has_two_threads_or_more(monkeypatch):
+    for threads, streams in ((1, 1), (2, 2), (16, 2)):
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+        assert resolve_streams("auto") == streams
+    assert resolve_streams(3) == 3
+    with pytest.raises(ConfigError, match="streams must be auto or at least 1"):
+        resolve_streams(0)
 
 
 def test_the_graph_takes_ids_and_mask_and_gives_sentence_embeddings(onnx_export):
@@ -119,7 +134,9 @@ model, folder, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 folder = export_encoder(model, folder, format="openvino")
 expected = SentenceEncoder.load(model).encode(texts)
 f32, bf16 = (ExportedEncoder.load(folder, precision).encode(texts) for precision in ("32-true", "bf16-true"))
+side_by_side = ExportedEncoder.load(folder, "32-true", streams=2).encode(texts * 3, batch_size=1)
 print(json.dumps({"f32_difference": (f32 - expected).abs().max().item(),
+                  "streams_difference": (side_by_side - expected.repeat(3, 1)).abs().max().item(),
                   "bf16_difference": (bf16 - expected).abs().max().item(),
                   "bf16_min_cosine": torch.nn.functional.cosine_similarity(bf16, expected).min().item()}))
 """
@@ -128,7 +145,7 @@ print(json.dumps({"f32_difference": (f32 - expected).abs().max().item(),
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 def test_openvino_serves_in_bf16_when_asked_and_in_fp32_otherwise(prompted_model, tmp_path):
     check = openvino_check(OPENVINO_BF16_CHECK, prompted_model, tmp_path / "openvino")
-    assert check["f32_difference"] < 1e-5, check
+    assert check["f32_difference"] < 1e-5 and check["streams_difference"] < 1e-5, check
     assert check["bf16_difference"] > 10 * check["f32_difference"] and check["bf16_min_cosine"] > 0.99, check
 
 

@@ -14,7 +14,7 @@ from embedlab.evaluation.report import write_results
 from embedlab.evaluation.runner import peak_rss_mb, run_evaluators
 from embedlab.evaluation.significance import per_query_of
 from embedlab.modeling.encoder import SentenceEncoder
-from embedlab.modeling.exported import ExportedEncoder, read_export_settings
+from embedlab.modeling.exported import AUTO_STREAMS, ExportedEncoder, read_export_settings
 from embedlab.modeling.precision import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,12 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    exported = read_export_settings(cfg.model_path)
+    if cfg.streams not in (1, AUTO_STREAMS) and not exported:
+        raise ConfigError(f"streams={cfg.streams} runs batches of an exported model side by side; "
+                          f"{cfg.model_path} is a torch model: leave streams at auto")
     # The data loads first, so a missing file stops the run before the model is read.
     evaluators = instantiate(cfg.evaluation, _convert_="all")
-    exported = read_export_settings(cfg.model_path)
     encoder = load_exported(cfg) if exported else load_encoder(cfg)
     rss_with_model = peak_rss_mb()
 
@@ -63,7 +66,7 @@ def load_exported(cfg: DictConfig) -> ExportedEncoder:
     if cfg.compile or cfg.device != "cpu" or cfg.max_seq_length:
         raise ConfigError(f"{cfg.model_path} is an exported model: it runs on the CPU as exported, so leave "
                           "compile, device and max_seq_length at their defaults")
-    return ExportedEncoder.load(cfg.model_path, cfg.precision)
+    return ExportedEncoder.load(cfg.model_path, cfg.precision, cfg.streams)
 
 
 def _compare_with_sentence_transformers(latency: LatencyEvaluator, encoder, model_path: str,

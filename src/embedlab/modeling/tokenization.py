@@ -21,8 +21,9 @@ class LengthOrdered:
     """Batching in length order, shared by every tokenisation (each has `without_padding` and `pad`)."""
 
     def in_length_order(self, texts: list[str], batch_size: int, embed: Callable[[dict], torch.Tensor],
-                        show_progress_bar: bool = False) -> torch.Tensor:
-        """`embed` over padded batches of `texts` cut in order of token count; rows in the order of `texts`."""
+                        show_progress_bar: bool = False, streams: int = 1) -> torch.Tensor:
+        """`embed` over padded batches of `texts` cut in order of token count, `streams` at once; rows in the order
+        of `texts`."""
         # One call to the fast tokenizer for all texts is quicker than one per batch, and its token counts order
         # the batches more tightly than character counts.
         encoded = self.without_padding(texts)
@@ -31,7 +32,7 @@ class LengthOrdered:
             return embed(self.pad({key: [values[i] for i in indices] for key, values in encoded.items()}))
 
         return in_length_order(range(len(texts)), lambda i: len(encoded["input_ids"][i]), batch_size, embed_rows,
-                               "encode", show_progress_bar)
+                               "encode", show_progress_bar, streams)
 
 
 @dataclass

@@ -147,7 +147,7 @@ def benchmark_encoding(cfg: DictConfig, job: str, work_dir: Path) -> dict:
         reference[0].auto_model.compile(dynamic=True)
     encoders = {PROJECT: project, REFERENCE: ReferenceEncoder(reference, cfg.sentence_transformers.precision),
                 **{f"{PROJECT}_{name}": ExportedEncoder.load(exported(cfg, name, work_dir / "exports"),
-                                                             cfg.encode.precision)
+                                                             cfg.encode.precision, cfg.encode.streams)
                    for name in cfg.encode.exports}}
     with peer_backends(cfg, work_dir / "peer") as peers:
         encoders.update(peers)

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 RECIPES = ("mnr", "mnr_mined", "mnr_siblings", "gist", "margin_mse")
 PROJECT, REFERENCE = "embedlab", "sentence_transformers"
 SIDES = (PROJECT, REFERENCE)
+# sentence-transformers' side logs its progress every this many steps (embedlab's side logs through its trainer).
+REFERENCE_LOG_EVERY = 50
 
 
 def benchmark_retrieval(cfg: DictConfig) -> dict:
@@ -211,6 +213,9 @@ def train_reference(cfg: DictConfig, recipe: str, rows: list[dict], stage_dir: P
     def count(step: int, batch_rows: int) -> None:
         nonlocal rows_trained
         rows_trained += batch_rows
+        if step % REFERENCE_LOG_EVERY == 0:
+            log.info("stage %s: step %d, %d of %d pairs, %.1f pairs/s", stage_dir, step, rows_trained,
+                     len(rows) * suite.epochs, rows_trained / (time.perf_counter() - started))
 
     settings = ReferenceSettings(batch_size=suite.batch_size, lr=suite.lr, warmup_ratio=suite.warmup_ratio,
                                  epochs=suite.epochs, seed=cfg.seed, precision=suite.precision,
