@@ -34,7 +34,7 @@ class ExportedEncoder:
 
     def __init__(self, tokenize: Tokenize, run_graph: Callable[[dict[str, np.ndarray]], np.ndarray],
                  output_dim: int, prompts: dict[str, str], default_prompt_name: str | None, description: str,
-                 streams: int = 1):
+                 streams: int):
         self.tokenize = tokenize
         self.streams = streams
         self.run_graph = run_graph
@@ -89,7 +89,7 @@ def threads_per_stream(streams: int) -> int:
     return max(1, torch.get_num_threads() // streams)
 
 
-def onnx_runtime(graph: Path, streams: int = 1) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+def onnx_runtime(graph: Path, streams: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     try:
         import onnxruntime
     except ImportError as error:
@@ -114,7 +114,7 @@ def serving_precision(format: str, precision: str) -> str:
     return precision
 
 
-def openvino_runtime(graph: Path, precision: str, streams: int = 1) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+def openvino_runtime(graph: Path, precision: str, streams: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     try:
         import openvino
     except ImportError as error:
