@@ -123,7 +123,7 @@ class SentenceEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
                         max_seq_length: int | None = None, trust_remote_code: bool = False,
                         truncate_dim: int | None = None, gradient_checkpointing: bool = False,
-                        dropout_masks: str = "torch") -> "SentenceEncoder":
+                        dropout_masks: str = "torch", sequence_packing: bool = False) -> "SentenceEncoder":
         """Load a sentence-transformers folder (any chain of the modules in embedlab.modeling.modules) or a plain
         Hugging Face checkpoint (local path or hub id); a plain checkpoint gets mean pooling unless `pooling` says.
 
@@ -133,6 +133,8 @@ class SentenceEncoder(nn.Module):
         `gradient_checkpointing` recomputes the backbones' activations in backward: less memory for more compute.
         `dropout_masks="packed"` draws the backbones' dropout masks four elements to a random draw on the CPU
         (embedlab.modeling.dropout), `"torch"` with torch's own dropout.
+        `sequence_packing` runs training batches (`forward_columns`) packed into rows where the backbone supports it
+        (embedlab.modeling.packing).
         """
         path = resolve_location(str(name_or_path))
         if path is not None and has_layout(path):
@@ -154,6 +156,7 @@ class SentenceEncoder(nn.Module):
             if gradient_checkpointing:
                 _checkpoint_gradients(backbone.model)
             use_dropout_masks(backbone.model, dropout_masks)
+            backbone.sequence_packing = sequence_packing
         return cls(modules, truncate_dim=settings.get("truncate_dim") if truncate_dim is None else truncate_dim,
                    prompts=settings.get("prompts"), default_prompt_name=settings.get("default_prompt_name"))
 
@@ -181,7 +184,13 @@ class SentenceEncoder(nn.Module):
         """`forward` of each column of a training batch, the token ids of all columns looked up in the word-embedding
         table in one call. The table's gradient is then one dense tensor of the table's size, built once, instead of
         one per column, each allocated, filled and summed into the next: for a 30k-token vocabulary those passes
-        over memory cost more than the lookup's share of the backbone. Embeddings equal `forward`'s."""
+        over memory cost more than the lookup's share of the backbone. Embeddings equal `forward`'s.
+
+        A backbone that packs sequences runs all columns' texts packed into rows instead, in one forward pass
+        (embedlab.modeling.packing)."""
+        if isinstance(self.input_module, Backbone) and self.input_module.packs_sequences:
+            return [self.sentence_embeddings(token_embeddings, features["attention_mask"]) for token_embeddings, features
+                    in zip(self.input_module.packed_token_embeddings(columns), columns)]
         table = self.input_module.trained_token_table if isinstance(self.input_module, Backbone) else None
         if table is None or len(columns) < 2:
             return [self(features) for features in columns]

@@ -24,6 +24,7 @@ from embedlab.modeling.model_files import (
     load_pretrained,
     read_json,
 )
+from embedlab.modeling.packing import pack_columns, supports_packing
 from embedlab.modeling.pooling import POOLING_MODES, checked_mode, pool
 from embedlab.modeling.tokenization import (
     RoutedTokenize,
@@ -66,6 +67,8 @@ class Backbone(nn.Module):
         # Embedding never generates, so a decoder's key-value cache would only hold memory.
         if hasattr(model.config, "use_cache"):
             model.config.use_cache = False
+        # Training batches packed into rows (embedlab.modeling.packing); set by SentenceEncoder.from_pretrained.
+        self.sequence_packing = False
 
     @property
     def output_dim(self) -> int:
@@ -90,6 +93,16 @@ class Backbone(nn.Module):
             inputs = {**{key: value for key, value in inputs.items() if key != "input_ids"},
                       "inputs_embeds": features[TOKEN_VECTORS]}
         return {**features, "token_embeddings": self.model(**inputs).last_hidden_state}
+
+    @property
+    def packs_sequences(self) -> bool:
+        return self.sequence_packing and supports_packing(self.model)
+
+    def packed_token_embeddings(self, columns: list[dict]) -> list[Tensor]:
+        """The token embeddings of each of a batch's columns, from one forward pass over the batch's texts packed into
+        rows."""
+        packed = pack_columns(columns, tuple(key for key in self.model_inputs if key != "attention_mask"))
+        return packed.unpack(self.model(**packed.inputs).last_hidden_state)
 
     @classmethod
     def load(cls, location: str, trust_remote_code: bool = False) -> "Backbone":
