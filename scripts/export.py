@@ -5,11 +5,15 @@ pooling and normalisation inside the graph; `python scripts/evaluate.py model_pa
 """
 
 from embedlab.cli import entry_point
-from embedlab.modeling.export import export_encoder
+from embedlab.data.sources import sample_texts
+from embedlab.modeling.export import export_encoder, needs_calibration
 
 
 def export(cfg) -> None:
-    folder = export_encoder(cfg.model_path, cfg.output, cfg.format, cfg.quantize, cfg.opset)
+    calibration = cfg.calibration
+    texts = (sample_texts(calibration.source, "calibration texts", calibration.texts, calibration.seed)
+             if needs_calibration(cfg.format, cfg.quantize) else None)
+    folder = export_encoder(cfg.model_path, cfg.output, cfg.format, cfg.quantize, cfg.opset, texts)
     print(f"exported {cfg.model_path} ({cfg.format}, quantize={cfg.quantize}) to {folder}")
 
 

@@ -6,7 +6,7 @@ import torch
 
 from embedlab.data.nli import NLIDataModule, nli_pairs, nli_triplets
 from embedlab.data.sampler import ShardedBatchSampler
-from embedlab.data.sources import load_source, read_local
+from embedlab.data.sources import load_source, read_local, sample_texts
 from embedlab.errors import ConfigError, DataError
 from embedlab.losses import (
     CosineSimilarityLoss,
@@ -161,6 +161,18 @@ def test_stsb_style_tsv_with_extra_columns_and_stray_quotes(tmp_path):
                       header=False, score_range=(0, 5))
     assert rows == [{"sentence1": 'He said "yes.', "sentence2": "He agreed.", "score": 0.8},
                     {"sentence1": "A cat.", "sentence2": "A dog.", "score": 0.3}]
+
+
+def test_sampled_texts_are_distinct_seeded_and_read_every_text_column_but_no_score(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("a cat\ta dog\t0.1\na dog\ta bird\t0.2\na fish\ta cat\t0.3\n")
+    source = {"local": {"path": str(path), "delimiter": "\t", "header": False,
+                        "columns": {"sentence1": 0, "sentence2": 1, "score": 2}}}
+    every = sample_texts(source, "calibration texts", 10, seed=0)
+    assert sorted(every) == ["a bird", "a cat", "a dog", "a fish"]
+    two = sample_texts(source, "calibration texts", 2, seed=1)
+    assert len(two) == 2 and two == sample_texts(source, "calibration texts", 2, seed=1)
+    assert {tuple(sample_texts(source, "calibration texts", 2, seed=seed)) for seed in range(10)} != {tuple(two)}
 
 
 def test_missing_column_names_the_file_and_what_is_there(tmp_path):

@@ -97,30 +97,36 @@ from embedlab.modeling.export import export_encoder
 from embedlab.modeling.exported import ExportedEncoder
 from embedlab.modeling.onnx_fusion import fuse_for_onnxruntime
 model, folder, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-folder = export_encoder(model, folder, format="openvino", quantize="int8")
+folder = export_encoder(model, folder, format="openvino", quantize="int8", calibration_texts=json.loads(sys.argv[4]))
 served = ExportedEncoder.load(folder).encode(texts)
 expected = SentenceEncoder.load(model).encode(texts)
-print(json.dumps({"files": (folder / "sentence_embedding.xml").exists()
-                           and (folder / "openvino" / "openvino_model.xml").exists(),
+graphs = [folder / "sentence_embedding.xml", folder / "openvino" / "openvino_model.xml"]
+print(json.dumps({"files": all(graph.exists() for graph in graphs),
+                  "quantised": all('type="FakeQuantize"' in graph.read_text() for graph in graphs),
                   "min_cosine": torch.nn.functional.cosine_similarity(served, expected).min().item(),
                   "equal": torch.allclose(served, expected, atol=1e-6)}))
 """
 
 
-def openvino_check(script: str, model: str, folder) -> dict:
+def openvino_check(script: str, model: str, folder, *arguments: str) -> dict:
     """What `script` prints last, run in its own process and never imported here: once imported, OpenVINO breaks
     pytest's capture of the output of the in-process runs of later tests in the same worker."""
-    result = subprocess.run([sys.executable, "-c", script, model, str(folder), json.dumps(TEXTS)], cwd=ROOT, env=ENV,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run([sys.executable, "-c", script, model, str(folder), json.dumps(TEXTS), *arguments],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
-def test_openvino_int8_stays_close_to_fp32(prompted_model, tmp_path):
-    check = openvino_check(OPENVINO_CHECK, prompted_model, tmp_path / "openvino_int8")
-    assert check["files"] and check["min_cosine"] > 0.99
-    assert not check["equal"]  # the weights really are int8
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf is not installed")
+def test_openvino_int8_is_calibrated_static_int8_close_to_fp32(prompted_model, tmp_path, sentences):
+    check = openvino_check(OPENVINO_CHECK, prompted_model, tmp_path / "openvino_int8", json.dumps(sentences))
+    assert check["files"] and check["quantised"], check  # both graphs hold int8 quantisation of their activations
+    assert check["min_cosine"] > 0.99 and not check["equal"], check
+
+
+def test_openvino_int8_without_calibration_texts_is_one_line_before_the_model_loads(tmp_path):
+    with pytest.raises(ConfigError, match="calibrates the activations' ranges on sample texts, and none were given"):
+        export_encoder("/no/such/model", tmp_path / "out", format="openvino", quantize="int8")
 
 
 OPENVINO_BF16_CHECK = """

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,13 @@ def load_source(source: Mapping, description: str, on_bad_row: str = "error",
     for row in kept:
         del row[GROUP_COLUMN]
     return kept, f"{origin} ({side} side of the holdout by {holdout.field})"
+
+
+def sample_texts(source: Mapping, description: str, count: int, seed: int) -> list[str]:
+    """A seeded sample of `count` distinct texts from the text columns (all but the targets) of a source's rows."""
+    rows, _ = load_source(source, description)
+    texts = list(dict.fromkeys(value for row in rows for column, value in row.items() if column not in TARGET_COLUMNS))
+    return random.Random(seed).sample(texts, min(count, len(texts)))
 
 
 @dataclass(frozen=True)

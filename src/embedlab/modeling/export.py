@@ -3,8 +3,10 @@
 `export_encoder` writes a folder that serves without torch (`ExportedEncoder` in embedlab.modeling.exported reads
 it):
 - `sentence_embedding.onnx` (format=onnx) or `sentence_embedding.xml`/`.bin` (format=openvino): the embedding
-  graph, with the pooling, normalisation and truncation of the model inside it; with quantize=int8 its weights are
-  int8 (onnxruntime's dynamic quantisation: activations quantised per batch at run time). The ONNX graph is fused
+  graph, with the pooling, normalisation and truncation of the model inside it. With quantize=int8 an ONNX graph
+  has int8 weights (onnxruntime's dynamic quantisation: activations quantised per batch at run time), and an
+  OpenVINO graph is quantised statically by NNCF: int8 weights and activations, each activation's range calibrated
+  once on sample texts (`calibration_texts`), which lets OpenVINO run the matmuls in int8. The ONNX graph is fused
   into onnxruntime's transformer operators (embedlab.modeling.onnx_fusion) where the fused graph gives the torch
   model's embeddings, so that int8 reaches the attention's projections;
 - the tokenizer files and `export.json` (what the tokenisation and the prompts need, and what was exported);
@@ -21,6 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "openvino")
 QUANTIZATIONS = ("none", "int8")
+CALIBRATION_BATCH_SIZE = 32
 TOKEN_OUTPUT = "last_hidden_state"
 # Not sentence-transformers' own file names, which it would load from the folder's root in place of its graphs.
 GRAPH_FILES = {"onnx": "sentence_embedding.onnx", "openvino": "sentence_embedding.xml"}
@@ -73,11 +77,22 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def needs_calibration(format: str, quantize: str) -> bool:
+    """Whether the export quantises statically, calibrated on sample texts (OpenVINO int8)."""
+    return format == "openvino" and quantize == "int8"
+
+
 def export_encoder(model_path: str, output_dir: str | Path, format: str = "onnx", quantize: str = "none",
-                   opset: int = 18) -> Path:
-    """Export the model at `model_path` into `output_dir` (replaced if it exists); returns the folder."""
+                   opset: int = 18, calibration_texts: list[str] | None = None) -> Path:
+    """Export the model at `model_path` into `output_dir` (replaced if it exists); returns the folder.
+    `calibration_texts` calibrate an OpenVINO int8 graph's activation ranges (a few hundred texts like those it
+    will serve)."""
     check_choice("format", format, FORMATS)
     check_choice("quantize", quantize, QUANTIZATIONS)
+    static_int8 = needs_calibration(format, quantize)
+    if static_int8 and not calibration_texts:
+        raise ConfigError("format=openvino quantize=int8 calibrates the activations' ranges on sample texts, and "
+                          "none were given: set calibration.source (scripts/export.py) or pass calibration_texts")
     output_dir = Path(output_dir)
     encoder = SentenceEncoder.from_pretrained(model_path).float().eval()
     if output_dir.exists():
@@ -87,6 +102,7 @@ def export_encoder(model_path: str, output_dir: str | Path, format: str = "onnx"
         import onnx
     except ImportError as error:
         raise ConfigError('exporting needs onnx and onnxruntime: pip install "embedlab[export]"') from error
+    calibration = calibration_batches(encoder, calibration_texts) if static_int8 else None
     with tempfile.TemporaryDirectory(prefix="export_") as scratch:
         traced = trace_to_onnx(encoder, Path(scratch) / "traced.onnx", opset)
         for output_name, target in ((EMBEDDING_OUTPUT, GRAPH_FILES[format]),
@@ -95,14 +111,15 @@ def export_encoder(model_path: str, output_dir: str | Path, format: str = "onnx"
             onnx.utils.extract_model(str(traced), str(onnx_file), list(GRAPH_INPUTS), [output_name])
             if format == "onnx" and output_name == EMBEDDING_OUTPUT:
                 onnx_file = fused_if_faithful(encoder, onnx_file, Path(scratch) / "fused.onnx")
-            if quantize == "int8":
+            if quantize == "int8" and not static_int8:
                 onnx_file = quantize_int8(onnx_file, Path(scratch) / f"{output_name}_int8.onnx")
             (output_dir / target).parent.mkdir(parents=True, exist_ok=True)
-            write_graph(onnx_file, output_dir / target, format)
+            write_graph(onnx_file, output_dir / target, format, calibration)
     encoder.tokenizer.save_pretrained(output_dir)
     write_sentence_transformers_layout(encoder, output_dir)
     write_json(output_dir / EXPORT_FILE, {
         "format": format, "quantize": quantize, "graph": GRAPH_FILES[format], "source": str(model_path),
+        "calibration_texts": len(calibration_texts) if static_int8 else 0,
         "embedding_dim": encoder.output_dim, "max_seq_length": encoder.max_seq_length,
         "do_lower_case": encoder.do_lower_case, "prompts": encoder.prompts,
         "default_prompt_name": encoder.default_prompt_name})
@@ -156,13 +173,40 @@ def quantize_int8(source: Path, target: Path) -> Path:
     return target
 
 
-def write_graph(onnx_file: Path, target: Path, format: str) -> None:
+def calibration_batches(encoder: SentenceEncoder, texts: list[str]) -> list[dict[str, np.ndarray]]:
+    """The graph's inputs for `texts`, in batches of texts of similar length, as `encode` cuts them."""
+    texts = sorted(texts, key=len)
+    batches = [encoder.tokenize(texts[start:start + CALIBRATION_BATCH_SIZE])
+               for start in range(0, len(texts), CALIBRATION_BATCH_SIZE)]
+    return [{name: batch[name].numpy() for name in GRAPH_INPUTS} for batch in batches]
+
+
+def write_graph(onnx_file: Path, target: Path, format: str,
+                calibration: list[dict[str, np.ndarray]] | None = None) -> None:
+    """The ONNX file as the format's graph; an OpenVINO graph quantised to static int8 when given `calibration`
+    batches."""
     if format == "onnx":
         shutil.copyfile(onnx_file, target)
         return
     import openvino
 
-    openvino.save_model(openvino.convert_model(onnx_file), target, compress_to_fp16=False)
+    model = openvino.convert_model(onnx_file)
+    if calibration is not None:
+        model = quantize_static_int8(model, calibration)
+    openvino.save_model(model, target, compress_to_fp16=False)
+
+
+def quantize_static_int8(model, calibration: list[dict[str, np.ndarray]]):
+    """An OpenVINO model with int8 weights and activations, each activation's range calibrated on the batches
+    (NNCF's transformer preset keeps what int8 would spoil, such as the softmax and layer norms, in floating
+    point)."""
+    try:
+        import nncf
+    except ImportError as error:
+        raise ConfigError(f'format=openvino quantize=int8 needs nncf: pip install "embedlab[export]" ({error})') \
+            from error
+    return nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+                         subset_size=len(calibration))
 
 
 def write_sentence_transformers_layout(encoder: SentenceEncoder, output_dir: Path) -> None:

@@ -34,11 +34,12 @@ from omegaconf import DictConfig
 
 from embedlab.assembly import build_datamodule, build_run
 from embedlab.config_checks import AUTO_PRECISION
+from embedlab.data.sources import sample_texts
 from embedlab.errors import ConfigError
 from embedlab.evaluation.loaders import load_scored_pairs
 from embedlab.evaluation.sts import STSEvaluator
 from embedlab.modeling.encoder import SentenceEncoder
-from embedlab.modeling.export import export_encoder
+from embedlab.modeling.export import export_encoder, needs_calibration
 from embedlab.modeling.exported import ExportedEncoder
 from embedlab.modeling.precision import (
     autocast,
@@ -171,9 +172,13 @@ def encode_seconds(encoder, texts: list[str], batch_size: int) -> float:
 def exported(cfg: DictConfig, name: str, exports_dir: Path) -> Path:
     """The model exported as `name` (`onnx`, `onnx_int8`, `openvino`, `openvino_int8`), once per benchmark run."""
     format, _, quantize = name.partition("_")
+    quantize = quantize or "none"
     folder = exports_dir / name
     if not folder.exists():
-        export_encoder(cfg.model_path, folder, format, quantize or "none")
+        calibration = cfg.encode.calibration
+        texts = (sample_texts(calibration.source, "calibration texts", calibration.texts, calibration.seed)
+                 if needs_calibration(format, quantize) else None)
+        export_encoder(cfg.model_path, folder, format, quantize, calibration_texts=texts)
     return folder
 
 
