@@ -75,7 +75,9 @@ def test_medquad_best_is_the_measured_sibling_recipe_and_keeps_its_best_checkpoi
     measured = ["data=medquad", "loss=mnr", "evaluation=[medquad,retrieval,stsb]", "backbone.max_seq_length=128",
                 "save_model=best", "eval_every_n_steps=100", "optim.lr=1.0e-4", "data.batch_size=32",
                 "data.group_by_length=false", "trainer.max_epochs=2", "backbone.dropout_masks=packed",
-                "data.group_negatives={field: focus, share: 0.5}", "merge_with_start=0.3"]
+                "data.group_negatives={field: focus, share: 0.5}", "merge_with_start=0.3",
+                # Measured before packed sequences existed: one padded forward pass per column.
+                "backbone.sequence_packing=false"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         best = compose("train", overrides=["experiment=medquad_best"])
         command = compose("train", overrides=measured)
